@@ -1,0 +1,496 @@
+//! `netsim-fabric`: a sans-IO model of a leaf-spine underlay.
+//!
+//! The fabric never reads a clock and never schedules anything itself. The caller (the
+//! simulator, or a test) passes the current time into every call and gets decisions back:
+//!
+//! - [`Fabric::send`] — a host puts a frame on the wire; [`Fabric::arrive`] — a frame reaches
+//!   the far end of a link. Each returns exactly one [`Forward`]: transmit on a link (with the
+//!   exact arrival time, after queueing, serialization and propagation), deliver to a host, or
+//!   drop with a [`DropReason`]. One frame in, one fate out: no frame is ever lost silently.
+//! - [`Fabric::fail`] / [`Fabric::recover`] — an element changes state now; routing learns of it
+//!   `detection_delay` later (BFD-like). In between, frames sent into the dead element are lost.
+//! - [`Fabric::poll_timeout`] says when routing next needs to act; the caller calls
+//!   [`Fabric::handle_timeout`] at that time. [`Fabric::poll_event`] drains notifications.
+//!
+//! Frames are real Ethernet II / IPv4 bytes. Switches are IP routers: they read the destination
+//! address, decrement the TTL (updating the header checksum incrementally), rewrite the MAC
+//! addresses for the next hop and pick among equal-cost next hops with a seeded hash of the
+//! outer 5-tuple.
+//!
+//! Modules: [`topology`] (wiring and names), [`routing`] (shortest paths with ECMP).
+
+pub mod routing;
+pub mod topology;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use netsim_core::checksum;
+use netsim_core::packet::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ethertype};
+use netsim_core::{FiveTuple, SimDuration, SimTime, hash::hash_bytes, mix64};
+
+pub use routing::RoutingTable;
+pub use topology::{
+    EcmpSeeding, FabricConfig, LinkConfig, LinkId, NodeId, NodeKind, Port, Topology, TopologyError,
+};
+
+/// Bytes a frame occupies on the wire beyond its Ethernet header and payload: FCS (4),
+/// preamble and start delimiter (8), inter-frame gap (12).
+pub const WIRE_OVERHEAD_BYTES: u64 = 24;
+
+/// Why the fabric dropped a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// Sent into, or in flight on, a link that failed.
+    LinkDown,
+    /// Reached, or sent from, a node that is down.
+    NodeDown,
+    /// The egress queue was full (tail drop).
+    QueueFull,
+    /// The IP packet is larger than the egress link's MTU.
+    MtuExceeded,
+    /// Routing has no path to the destination.
+    NoRoute,
+    /// The TTL ran out.
+    TtlExpired,
+    /// The bytes are not an Ethernet II / IPv4 frame the fabric can route.
+    Malformed,
+    /// A host received a frame addressed to another host.
+    NotForHost,
+}
+
+impl DropReason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [DropReason; 8] = [
+        DropReason::LinkDown,
+        DropReason::NodeDown,
+        DropReason::QueueFull,
+        DropReason::MtuExceeded,
+        DropReason::NoRoute,
+        DropReason::TtlExpired,
+        DropReason::Malformed,
+        DropReason::NotForHost,
+    ];
+
+    /// The reason's name in results and traces.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::LinkDown => "link_down",
+            DropReason::NodeDown => "node_down",
+            DropReason::QueueFull => "queue_full",
+            DropReason::MtuExceeded => "mtu_exceeded",
+            DropReason::NoRoute => "no_route",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::Malformed => "malformed",
+            DropReason::NotForHost => "not_for_host",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An element of the fabric that can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Element {
+    /// A link, both directions.
+    Link(LinkId),
+    /// A host or switch, with all its links.
+    Node(NodeId),
+}
+
+/// A frame on its way across one link.
+///
+/// The caller holds it until `arrive_at` and then hands it to [`Fabric::arrive`].
+#[derive(Debug)]
+pub struct Transmit {
+    /// When the last bit reaches the far end.
+    pub arrive_at: SimTime,
+    /// The link it travels on.
+    pub link: LinkId,
+    /// Direction of travel on the link (0: from its first end, 1: from its second).
+    pub direction: u8,
+    /// Node the frame left.
+    pub from: NodeId,
+    /// Node the frame arrives at.
+    pub to: NodeId,
+    /// How many equal-cost next hops the sender had, and which one it took.
+    pub ecmp: EcmpChoice,
+    /// The frame, as it is on this link.
+    pub frame: Vec<u8>,
+    /// The link's failure generation at departure: a failure in flight loses the frame.
+    generation: u32,
+}
+
+/// An ECMP decision: `chosen` of `members` equal-cost next hops (0 of 1 when there was no choice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EcmpChoice {
+    /// Number of equal-cost next hops.
+    pub members: u16,
+    /// Index of the one taken.
+    pub chosen: u16,
+}
+
+/// The fate of a frame handed to the fabric.
+#[derive(Debug)]
+pub enum Forward {
+    /// On a link; hand it back to [`Fabric::arrive`] at `arrive_at`.
+    Transmit(Transmit),
+    /// Reached the host it was addressed to.
+    Deliver {
+        /// The receiving host.
+        host: NodeId,
+        /// The frame as received.
+        frame: Vec<u8>,
+    },
+    /// Lost.
+    Drop {
+        /// Why.
+        reason: DropReason,
+        /// Where: the node that dropped it (for in-flight losses, the receiving end).
+        node: NodeId,
+        /// The frame, so the caller can account for it and reuse the buffer.
+        frame: Vec<u8>,
+    },
+}
+
+/// A notification from the fabric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FabricEvent {
+    /// Routing acted on an element's change of state and recomputed its paths.
+    RoutingUpdated {
+        /// The element.
+        element: Element,
+        /// Its state as routing now sees it.
+        up: bool,
+    },
+}
+
+/// Per-direction link counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// Frames put on the wire.
+    pub frames: u64,
+    /// Bytes put on the wire (frames, without the wire overhead).
+    pub bytes: u64,
+    /// Frames tail-dropped because the queue was full.
+    pub queue_drops: u64,
+    /// Largest backlog seen, in bytes on the wire.
+    pub backlog_bytes_max: u64,
+}
+
+#[derive(Clone, Debug)]
+struct LinkState {
+    up: bool,
+    routed_up: bool,
+    generation: u32,
+    busy_until: [SimTime; 2],
+    counters: [LinkCounters; 2],
+}
+
+/// A pending change routing will act on.
+#[derive(Clone, Copy, Debug)]
+struct Detection {
+    element: Element,
+    up: bool,
+}
+
+/// The simulated underlay: topology, element states, queues, routing.
+#[derive(Debug)]
+pub struct Fabric {
+    topology: Topology,
+    node_up: Vec<bool>,
+    node_routed_up: Vec<bool>,
+    links: Vec<LinkState>,
+    routing: RoutingTable,
+    ecmp_seeds: Vec<u64>,
+    detections: BTreeMap<(SimTime, u64), Detection>,
+    detection_seq: u64,
+    events: VecDeque<FabricEvent>,
+}
+
+impl Fabric {
+    /// Builds the fabric with every element up and routing converged.
+    pub fn new(config: &FabricConfig) -> Result<Fabric, TopologyError> {
+        let topology = Topology::build(config)?;
+        let nodes = topology.node_count();
+        let ecmp_seeds = (0..nodes as u64)
+            .map(|node| match config.ecmp_seeding {
+                EcmpSeeding::PerSwitch => mix64(config.seed ^ hash_bytes(&node.to_le_bytes())),
+                EcmpSeeding::Uniform => mix64(config.seed),
+            })
+            .collect();
+        let links = vec![
+            LinkState {
+                up: true,
+                routed_up: true,
+                generation: 0,
+                busy_until: [SimTime::ZERO; 2],
+                counters: [LinkCounters::default(); 2],
+            };
+            topology.link_count()
+        ];
+        let mut fabric = Fabric {
+            node_up: vec![true; nodes],
+            node_routed_up: vec![true; nodes],
+            links,
+            routing: RoutingTable::default(),
+            ecmp_seeds,
+            detections: BTreeMap::new(),
+            detection_seq: 0,
+            events: VecDeque::new(),
+            topology,
+        };
+        fabric.recompute_routing();
+        Ok(fabric)
+    }
+
+    /// The wiring and names.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The current routing table.
+    pub fn routing(&self) -> &RoutingTable {
+        &self.routing
+    }
+
+    /// Whether an element is physically up now.
+    pub fn is_up(&self, element: Element) -> bool {
+        match element {
+            Element::Link(link) => self.links[link.0 as usize].up,
+            Element::Node(node) => self.node_up[node.0 as usize],
+        }
+    }
+
+    /// Counters of one direction of a link.
+    pub fn link_counters(&self, link: LinkId, direction: u8) -> &LinkCounters {
+        &self.links[link.0 as usize].counters[usize::from(direction)]
+    }
+
+    /// A host puts `frame` on the wire at `now`.
+    pub fn send(&mut self, now: SimTime, host: NodeId, frame: Vec<u8>) -> Forward {
+        debug_assert_eq!(self.topology.kind(host), NodeKind::Host);
+        if !self.node_up[host.0 as usize] {
+            return Forward::Drop { reason: DropReason::NodeDown, node: host, frame };
+        }
+        self.route(now, host, frame)
+    }
+
+    /// `transmit` reaches the far end of its link at `now` (its `arrive_at`).
+    pub fn arrive(&mut self, now: SimTime, transmit: Transmit) -> Forward {
+        debug_assert!(now >= transmit.arrive_at, "arrival handled before its time");
+        let Transmit { link, to, frame, generation, .. } = transmit;
+        let state = &self.links[link.0 as usize];
+        // A failure of the link or either end since departure loses the frame.
+        if !state.up || state.generation != generation {
+            return Forward::Drop { reason: DropReason::LinkDown, node: to, frame };
+        }
+        if !self.node_up[to.0 as usize] {
+            return Forward::Drop { reason: DropReason::NodeDown, node: to, frame };
+        }
+        if self.topology.kind(to) == NodeKind::Host {
+            let destination = ipv4_destination(&frame).and_then(|ip| self.topology.host_by_ip(ip));
+            return if destination == Some(to) {
+                Forward::Deliver { host: to, frame }
+            } else {
+                Forward::Drop { reason: DropReason::NotForHost, node: to, frame }
+            };
+        }
+        self.route(now, to, frame)
+    }
+
+    /// Routes `frame` out of `node`: the forwarding decision of a host or a switch.
+    fn route(&mut self, now: SimTime, node: NodeId, mut frame: Vec<u8>) -> Forward {
+        let Some(destination) = ipv4_destination(&frame) else {
+            return Forward::Drop { reason: DropReason::Malformed, node, frame };
+        };
+        let Some(destination) = self.topology.host_by_ip(destination) else {
+            return Forward::Drop { reason: DropReason::NoRoute, node, frame };
+        };
+        if self.topology.kind(node) != NodeKind::Host && !decrement_ttl(&mut frame) {
+            return Forward::Drop { reason: DropReason::TtlExpired, node, frame };
+        }
+        let next_hops = self.routing.next_hops(node, destination);
+        let ecmp = match next_hops.len() {
+            0 => return Forward::Drop { reason: DropReason::NoRoute, node, frame },
+            1 => EcmpChoice { members: 1, chosen: 0 },
+            members => {
+                // `ipv4_destination` succeeded, so the 5-tuple reads too.
+                let hash = FiveTuple::from_ethernet(&frame)
+                    .map_or(0, |tuple| tuple.hash(self.ecmp_seeds[node.0 as usize]));
+                EcmpChoice { members: members as u16, chosen: (hash % members as u64) as u16 }
+            }
+        };
+        let port_index = next_hops[usize::from(ecmp.chosen)];
+        self.enqueue(now, node, port_index, ecmp, frame)
+    }
+
+    /// Puts `frame` in the egress queue of `node`'s port: tail drop, MTU check, exact timing.
+    fn enqueue(
+        &mut self,
+        now: SimTime,
+        node: NodeId,
+        port_index: u16,
+        ecmp: EcmpChoice,
+        mut frame: Vec<u8>,
+    ) -> Forward {
+        let port = self.topology.ports(node)[usize::from(port_index)];
+        let config = *self.topology.link_config(port.link);
+        let ip_len = frame.len().saturating_sub(ETHERNET_HEADER_LEN) as u64;
+        if ip_len > u64::from(config.mtu_bytes) {
+            return Forward::Drop { reason: DropReason::MtuExceeded, node, frame };
+        }
+        let state = &mut self.links[port.link.0 as usize];
+        if !state.up {
+            return Forward::Drop { reason: DropReason::LinkDown, node, frame };
+        }
+        let direction = usize::from(port.direction);
+        let busy_until = state.busy_until[direction];
+        let backlog_ns = busy_until.saturating_since(now).as_nanos();
+        let backlog_bytes = (u128::from(backlog_ns) * u128::from(config.bandwidth_bps) / 8_000_000_000) as u64;
+        let wire_bytes = frame.len() as u64 + WIRE_OVERHEAD_BYTES;
+        let counters = &mut state.counters[direction];
+        if backlog_bytes + wire_bytes > config.queue_bytes_max {
+            counters.queue_drops += 1;
+            return Forward::Drop { reason: DropReason::QueueFull, node, frame };
+        }
+        counters.frames += 1;
+        counters.bytes += frame.len() as u64;
+        counters.backlog_bytes_max = counters.backlog_bytes_max.max(backlog_bytes + wire_bytes);
+        let serialization_ns =
+            (u128::from(wire_bytes) * 8_000_000_000).div_ceil(u128::from(config.bandwidth_bps)) as u64;
+        let done = busy_until.max(now) + SimDuration::from_nanos(serialization_ns);
+        state.busy_until[direction] = done;
+        let generation = state.generation;
+        // Layer 2 of the next hop: our port's MAC as source, the peer port's as destination.
+        if frame.len() >= 12 {
+            let dst = self.topology.port_mac(port.peer, port.peer_port);
+            let src = self.topology.port_mac(node, port_index);
+            frame[0..6].copy_from_slice(&dst);
+            frame[6..12].copy_from_slice(&src);
+        }
+        Forward::Transmit(Transmit {
+            arrive_at: done + config.latency,
+            link: port.link,
+            direction: port.direction,
+            from: node,
+            to: port.peer,
+            ecmp,
+            frame,
+            generation,
+        })
+    }
+
+    /// `element` fails at `now`. Frames queued on or in flight over it are lost; routing
+    /// reroutes around it after the detection delay.
+    pub fn fail(&mut self, now: SimTime, element: Element) {
+        self.set_physical(now, element, false);
+    }
+
+    /// `element` comes back at `now`; routing uses it again after the detection delay.
+    pub fn recover(&mut self, now: SimTime, element: Element) {
+        self.set_physical(now, element, true);
+    }
+
+    fn set_physical(&mut self, now: SimTime, element: Element, up: bool) {
+        match element {
+            Element::Link(link) => {
+                let state = &mut self.links[link.0 as usize];
+                if state.up == up {
+                    return;
+                }
+                state.up = up;
+                state.generation += 1;
+                state.busy_until = [now; 2];
+            }
+            Element::Node(node) => {
+                if self.node_up[node.0 as usize] == up {
+                    return;
+                }
+                self.node_up[node.0 as usize] = up;
+                // Whatever sat in the node's queues or was on its wires is gone.
+                for port in self.topology.ports(node) {
+                    let state = &mut self.links[port.link.0 as usize];
+                    state.generation += 1;
+                    state.busy_until = [now; 2];
+                }
+            }
+        }
+        let at = now + self.topology.config().detection_delay;
+        self.detections.insert((at, self.detection_seq), Detection { element, up });
+        self.detection_seq += 1;
+    }
+
+    /// When routing next needs [`Fabric::handle_timeout`], if ever.
+    pub fn poll_timeout(&self) -> Option<SimTime> {
+        self.detections.keys().next().map(|&(at, _)| at)
+    }
+
+    /// Acts on every detection due at or before `now`, then recomputes routing once.
+    pub fn handle_timeout(&mut self, now: SimTime) {
+        let mut changed = false;
+        while let Some(entry) = self.detections.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let Detection { element, up } = entry.remove();
+            match element {
+                Element::Link(link) => self.links[link.0 as usize].routed_up = up,
+                Element::Node(node) => self.node_routed_up[node.0 as usize] = up,
+            }
+            self.events.push_back(FabricEvent::RoutingUpdated { element, up });
+            changed = true;
+        }
+        if changed {
+            self.recompute_routing();
+        }
+    }
+
+    /// The next notification, in the order they happened.
+    pub fn poll_event(&mut self) -> Option<FabricEvent> {
+        self.events.pop_front()
+    }
+
+    fn recompute_routing(&mut self) {
+        let link_up: Vec<bool> = self.links.iter().map(|l| l.routed_up).collect();
+        self.routing = RoutingTable::compute(&self.topology, &self.node_routed_up, &link_up);
+    }
+}
+
+/// The destination address of an Ethernet II / IPv4 frame with a valid-looking header.
+fn ipv4_destination(frame: &[u8]) -> Option<std::net::Ipv4Addr> {
+    if ethertype(frame)? != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ip = frame.get(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 20)?;
+    if ip[0] >> 4 != 4 || ip[0] & 0x0f < 5 {
+        return None;
+    }
+    Some(std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]))
+}
+
+/// Decrements the IPv4 TTL of a frame, updating the header checksum (RFC 1624). `false` when
+/// the TTL is exhausted (the frame must be dropped). The caller checked the header is present.
+fn decrement_ttl(frame: &mut [u8]) -> bool {
+    const TTL: usize = ETHERNET_HEADER_LEN + 8;
+    const CHECKSUM: usize = ETHERNET_HEADER_LEN + 10;
+    let ttl = frame[TTL];
+    if ttl <= 1 {
+        return false;
+    }
+    let protocol = frame[TTL + 1];
+    let old_word = u16::from_be_bytes([ttl, protocol]);
+    let new_word = u16::from_be_bytes([ttl - 1, protocol]);
+    let old_checksum = u16::from_be_bytes([frame[CHECKSUM], frame[CHECKSUM + 1]]);
+    let new_checksum = checksum::update(old_checksum, old_word, new_word);
+    frame[TTL] = ttl - 1;
+    frame[CHECKSUM..CHECKSUM + 2].copy_from_slice(&new_checksum.to_be_bytes());
+    true
+}
+
+#[cfg(test)]
+mod tests;
