@@ -1,1 +1,23 @@
-//! placeholder
+//! `netsim`: the simulator. It owns time, runs the sans-IO crates, judges checks and reports.
+//!
+//! Modules, in the order a run uses them:
+//! - [`units`]: human quantities in scenario files (`"500ms"`, `"10Gbps"`, `"20000/s"`).
+//! - [`scenario`]: loading and validating scenario files, with located diagnostics.
+//! - [`engine`]: the event queue, the trace hash and the named RNG streams.
+//! - [`traffic`]: flows of real UDP packets and the probe payload that identifies them.
+//! - [`runner`]: the event loop that drives the fabric and accounts for every packet.
+//! - [`checks`]: verdicts with numbers.
+//! - [`results`]: `results.json` and the summary table.
+//! - [`cli`]: the `netsim` command.
+//!
+//! **Architecture invariant:** this crate is the only one that schedules events or reads the
+//! wall clock, and it reads the wall clock only to report how long a run took.
+
+pub mod checks;
+pub mod cli;
+pub mod engine;
+pub mod results;
+pub mod runner;
+pub mod scenario;
+pub mod traffic;
+pub mod units;

@@ -1,1 +1,5 @@
-fn main(){}
+//! The `netsim` binary; everything lives in the library so tests can drive it too.
+
+fn main() -> std::process::ExitCode {
+    netsim::cli::main()
+}

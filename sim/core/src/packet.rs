@@ -59,7 +59,13 @@ impl FiveTuple {
             ),
             _ => (0, 0),
         };
-        Some(FiveTuple { src, dst, protocol, src_port, dst_port })
+        Some(FiveTuple {
+            src,
+            dst,
+            protocol,
+            src_port,
+            dst_port,
+        })
     }
 
     /// Reads the tuple of the IPv4 packet inside an Ethernet II frame.
@@ -89,7 +95,11 @@ impl fmt::Display for FiveTuple {
             IP_PROTO_TCP => "tcp".to_string(),
             other => format!("proto-{other}"),
         };
-        write!(f, "{}:{} > {}:{} {protocol}", self.src, self.src_port, self.dst, self.dst_port)
+        write!(
+            f,
+            "{}:{} > {}:{} {protocol}",
+            self.src, self.src_port, self.dst, self.dst_port
+        )
     }
 }
 
@@ -111,7 +121,9 @@ mod tests {
             .udp(src_port, dst_port);
         let payload = [0u8; 10];
         let mut frame = Vec::with_capacity(builder.size(payload.len()));
-        builder.write(&mut frame, &payload).expect("writing to a Vec cannot fail");
+        builder
+            .write(&mut frame, &payload)
+            .expect("writing to a Vec cannot fail");
         frame
     }
 

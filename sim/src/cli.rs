@@ -1,0 +1,173 @@
+//! The `netsim` command line.
+//!
+//! Exit codes are a contract CI relies on: 0 when every check passes, 1 when a check fails,
+//! 2 when the input is invalid (a scenario that does not load, bad arguments) or the results
+//! cannot be written.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checks;
+use crate::results::Results;
+use crate::runner::{self, RunOptions};
+use crate::scenario::Scenario;
+
+/// A deterministic packet-level simulator of Kubernetes pod networking.
+#[derive(Parser, Debug)]
+#[command(name = "netsim", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a scenario, print a summary and write DIR/results.json.
+    Run {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Use this seed instead of the scenario's.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where to write results.json [default: out/<scenario name>].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print nothing but errors; no progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Parse and validate scenario files without running them.
+    Validate {
+        /// Scenario files (TOML).
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+}
+
+/// Exit code: every check passed.
+pub const EXIT_PASS: u8 = 0;
+/// Exit code: a check failed.
+pub const EXIT_CHECK_FAILED: u8 = 1;
+/// Exit code: invalid input, or results could not be written.
+pub const EXIT_INVALID: u8 = 2;
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run {
+            scenario,
+            seed,
+            out,
+            quiet,
+        } => run(&scenario, seed, out, quiet),
+        Command::Validate { scenarios } => validate(&scenarios),
+    };
+    ExitCode::from(code)
+}
+
+fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 {
+    let mut scenario = match Scenario::load(path) {
+        Ok(scenario) => scenario,
+        Err(error) => {
+            eprintln!("{error}");
+            return EXIT_INVALID;
+        }
+    };
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    let show_progress =
+        !quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let bar = if show_progress {
+        let bar = ProgressBar::new(scenario.duration.as_nanos());
+        let style = ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {percent}% simulated, {elapsed} wall",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style.progress_chars("=> "));
+        bar.set_message(scenario.name.clone());
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    // Wall time is measured here, outside the simulation: it is reported, never simulated.
+    let started = Instant::now();
+    let report = runner::run(&scenario, RunOptions::default(), &mut |now| {
+        bar.set_position(now.as_nanos())
+    });
+    let wall_ms = started.elapsed().as_millis() as u64;
+    bar.finish_and_clear();
+    let checks = checks::evaluate(&scenario, &report);
+    let results = Results::new(&scenario, report, checks, wall_ms);
+    let dir = out.unwrap_or_else(|| Path::new("out").join(file_safe(&scenario.name)));
+    let written = match results.write(&dir) {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!(
+                "error: cannot write {}: {error}",
+                dir.join("results.json").display()
+            );
+            return EXIT_INVALID;
+        }
+    };
+    if !quiet {
+        println!("{}", results.summary());
+        println!("results   {}", written.display());
+    }
+    if results.passed() {
+        EXIT_PASS
+    } else {
+        EXIT_CHECK_FAILED
+    }
+}
+
+fn validate(paths: &[PathBuf]) -> u8 {
+    let mut invalid = 0;
+    for path in paths {
+        match Scenario::load(path) {
+            Ok(scenario) => println!(
+                "ok: {} ({}: {} hosts, {} traffic entries, {} events, {} checks)",
+                path.display(),
+                scenario.name,
+                scenario.fabric.hosts,
+                scenario.traffic.len(),
+                scenario.events.len(),
+                scenario.checks.len()
+            ),
+            Err(error) => {
+                eprintln!("{error}");
+                invalid += 1;
+            }
+        }
+    }
+    if invalid == 0 {
+        EXIT_PASS
+    } else {
+        EXIT_INVALID
+    }
+}
+
+/// A scenario name made safe as a directory name.
+fn file_safe(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.is_empty() || safe.starts_with('.') {
+        format!("scenario{safe}")
+    } else {
+        safe
+    }
+}

@@ -1,0 +1,865 @@
+//! Scenario files: what a run simulates, loaded from TOML and validated before anything runs.
+//!
+//! Loading has two stages. Parsing (serde, `deny_unknown_fields`) turns the text into the file
+//! structs below and reports syntax errors, unknown keys and malformed quantities. Validation
+//! then resolves names (`host-7`, `leaf-3:spine-1`) against the fabric the file describes and
+//! checks the whole file, collecting every problem rather than stopping at the first. Each
+//! problem is a [`Diagnostic`] naming file, line and column.
+//!
+//! The reference for the format is the book's "Scenario files" chapter.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use netsim_core::{SimDuration, SimTime};
+use netsim_fabric::{EcmpSeeding, Element, FabricConfig, LinkConfig, NodeId, NodeKind, Topology};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::units::{Bandwidth, ByteSize, Duration, PacketRate};
+
+/// The smallest IP packet a traffic entry may send: IPv4 (20) + UDP (8) + netsim's probe
+/// payload (magic, flow, sequence, send time: 24).
+pub const PACKET_BYTES_MIN: u64 = 52;
+/// Default bound on the events one run may execute.
+pub const EVENTS_MAX_DEFAULT: u64 = 1_000_000_000;
+
+/// One problem found in a scenario file, with its location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, 0 when the problem concerns the whole file.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub column: usize,
+    /// What is wrong, and where possible how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: error: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: error: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        }
+    }
+}
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{}: error: cannot read: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid scenario.
+    #[error("{}", render(diagnostics))]
+    Invalid {
+        /// Every problem found, in file order.
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+    lines.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    name: Spanned<String>,
+    #[serde(default = "default_seed")]
+    seed: u64,
+    duration: Spanned<Duration>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    events_max: Option<Spanned<u64>>,
+    #[serde(default)]
+    fabric: Option<Spanned<FabricSection>>,
+    #[serde(default)]
+    traffic: Vec<Spanned<TrafficSection>>,
+    #[serde(default, rename = "event")]
+    events: Vec<Spanned<EventSection>>,
+    #[serde(default, rename = "check")]
+    checks: Vec<Spanned<CheckSection>>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FabricSection {
+    hosts: Option<u32>,
+    leaves: Option<u32>,
+    spines: Option<u32>,
+    uplinks_per_host: Option<u32>,
+    mtu: Option<ByteSize>,
+    detection_delay: Option<Duration>,
+    ecmp_seeding: Option<EcmpSeedingName>,
+    #[serde(default)]
+    host_link: LinkSection,
+    #[serde(default)]
+    fabric_link: LinkSection,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum EcmpSeedingName {
+    PerSwitch,
+    Uniform,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LinkSection {
+    bandwidth: Option<Bandwidth>,
+    latency: Option<Duration>,
+    mtu: Option<ByteSize>,
+    queue: Option<ByteSize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrafficSection {
+    name: Option<String>,
+    from: Spanned<HostSelector>,
+    to: Spanned<HostSelector>,
+    #[serde(default)]
+    pattern: Pattern,
+    rate: Spanned<PacketRate>,
+    #[serde(default = "default_size")]
+    size: Spanned<ByteSize>,
+    #[serde(default = "default_flows")]
+    flows: Spanned<u32>,
+    #[serde(default)]
+    start: Option<Spanned<Duration>>,
+    #[serde(default)]
+    stop: Option<Spanned<Duration>>,
+    #[serde(default = "default_port")]
+    port: u16,
+}
+
+fn default_size() -> Spanned<ByteSize> {
+    Spanned::new(0..0, ByteSize(1000))
+}
+fn default_flows() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+fn default_port() -> u16 {
+    5001
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum HostSelector {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// How a traffic entry spaces its packets.
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pattern {
+    /// Evenly spaced, each flow starting at a random phase.
+    #[default]
+    Constant,
+    /// Exponentially distributed gaps (a Poisson process) with the same mean rate.
+    Poisson,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventSection {
+    at: Spanned<Duration>,
+    action: Action,
+    link: Option<Spanned<String>>,
+    switch: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+}
+
+/// What a scheduled event does to its element.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The element fails.
+    Fail,
+    /// The element comes back.
+    Recover,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckSection {
+    kind: CheckKindName,
+    name: Option<String>,
+    min: Option<Spanned<f64>>,
+    traffic: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum CheckKindName {
+    DeliveryRatio,
+    LossOnlyInFailureWindows,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated scenario.
+
+/// A validated scenario, with every name resolved: ready to run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its name; results go to `out/<name>/` by default.
+    pub name: String,
+    /// Free text describing it.
+    pub description: Option<String>,
+    /// The seed all randomness derives from.
+    pub seed: u64,
+    /// Simulated time traffic and events run for.
+    pub duration: SimDuration,
+    /// Bound on executed events; reaching it stops the run and fails it.
+    pub events_max: u64,
+    /// The underlay.
+    pub fabric: FabricConfig,
+    /// Traffic entries.
+    pub traffic: Vec<TrafficSpec>,
+    /// Scheduled failures and recoveries, sorted by time (stable for equal times).
+    pub events: Vec<FaultSpec>,
+    /// Checks judged after the run.
+    pub checks: Vec<CheckSpec>,
+}
+
+/// A traffic entry: `flows` UDP flows between hosts of `from` and `to`.
+#[derive(Clone, Debug)]
+pub struct TrafficSpec {
+    /// Its name (given, or `traffic-<index>`).
+    pub name: String,
+    /// Hosts flows start from.
+    pub from: Vec<NodeId>,
+    /// Hosts flows go to (a flow never goes to its own source).
+    pub to: Vec<NodeId>,
+    /// Spacing of packets.
+    pub pattern: Pattern,
+    /// Aggregate rate of the whole entry, shared evenly by its flows.
+    pub rate: PacketRate,
+    /// IP packet size in bytes.
+    pub size_bytes: u32,
+    /// Number of flows (distinct 5-tuples).
+    pub flows: u32,
+    /// When sending starts.
+    pub start: SimTime,
+    /// When sending stops.
+    pub stop: SimTime,
+    /// UDP destination port.
+    pub port: u16,
+}
+
+/// A scheduled failure or recovery.
+#[derive(Clone, Debug)]
+pub struct FaultSpec {
+    /// When.
+    pub at: SimTime,
+    /// Fail or recover.
+    pub action: Action,
+    /// The element.
+    pub element: Element,
+    /// The element's name as written, for reports.
+    pub target: String,
+}
+
+/// A check to judge after the run.
+#[derive(Clone, Debug)]
+pub struct CheckSpec {
+    /// Its name in results.
+    pub name: String,
+    /// What it checks.
+    pub kind: CheckKind,
+}
+
+/// The kinds of checks a foundation scenario can carry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckKind {
+    /// Delivered / sent packets (of one traffic entry, or all) is at least `min`.
+    DeliveryRatio {
+        /// Lowest acceptable ratio, in [0, 1].
+        min: f64,
+        /// Index of the traffic entry, or `None` for all traffic.
+        traffic: Option<usize>,
+    },
+    /// Every dropped packet was dropped inside a failure window: from an element's failure
+    /// until routing has learnt of its recovery.
+    LossOnlyInFailureWindows,
+}
+
+/// A window in which losses are explained by a failure.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FailureWindow {
+    /// The failed element, as named in the scenario.
+    pub target: String,
+    /// The failure.
+    pub from_ns: u64,
+    /// The recovery plus the detection delay, or `None` if it never recovers.
+    pub until_ns: Option<u64>,
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Scenario::parse(path, &text)
+    }
+
+    /// Validates scenario `text`, reporting problems against `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
+        let mut report = Reporter {
+            path,
+            text,
+            diagnostics: Vec::new(),
+        };
+        let file: ScenarioFile = match toml::from_str(text) {
+            Ok(file) => file,
+            Err(error) => {
+                report.at(error.span(), error.message().trim_end().to_string());
+                return Err(LoadError::Invalid {
+                    diagnostics: report.diagnostics,
+                });
+            }
+        };
+        let scenario = validate(file, &mut report);
+        if report.diagnostics.is_empty() {
+            // Validation reports a problem whenever it cannot build a part.
+            Ok(scenario.expect("a scenario without diagnostics is complete"))
+        } else {
+            report.diagnostics.sort_by_key(|d| (d.line, d.column));
+            Err(LoadError::Invalid {
+                diagnostics: report.diagnostics,
+            })
+        }
+    }
+
+    /// The windows in which losses are explained by failures, one per failure, in time order.
+    pub fn failure_windows(&self) -> Vec<FailureWindow> {
+        let detection = self.fabric.detection_delay.as_nanos();
+        let mut windows: Vec<FailureWindow> = Vec::new();
+        for event in &self.events {
+            match event.action {
+                Action::Fail => windows.push(FailureWindow {
+                    target: event.target.clone(),
+                    from_ns: event.at.as_nanos(),
+                    until_ns: None,
+                }),
+                Action::Recover => {
+                    // Validation guarantees a recover follows a fail of the same element.
+                    if let Some(window) = windows
+                        .iter_mut()
+                        .rev()
+                        .find(|w| w.target == event.target && w.until_ns.is_none())
+                    {
+                        window.until_ns = Some(event.at.as_nanos() + detection);
+                    }
+                }
+            }
+        }
+        windows
+    }
+}
+
+struct Reporter<'a> {
+    path: &'a Path,
+    text: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Reporter<'_> {
+    /// Records a problem at a byte span of the file (the whole file when `None` or empty).
+    fn at(&mut self, span: Option<std::ops::Range<usize>>, message: String) {
+        let (line, column) = match span {
+            Some(span) if span != (0..0) => {
+                let start = span.start.min(self.text.len());
+                let before = &self.text[..start];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                (line, column)
+            }
+            _ => (0, 0),
+        };
+        self.diagnostics.push(Diagnostic {
+            file: self.path.to_path_buf(),
+            line,
+            column,
+            message,
+        });
+    }
+
+    fn spanned<T>(&mut self, value: &Spanned<T>, message: String) {
+        self.at(Some(value.span()), message);
+    }
+}
+
+fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
+    if file.name.get_ref().trim().is_empty() {
+        report.spanned(&file.name, "`name` must not be empty".into());
+    }
+    let duration = file.duration.get_ref().0;
+    if duration == SimDuration::ZERO {
+        report.spanned(&file.duration, "`duration` must be positive".into());
+    }
+    let events_max = match &file.events_max {
+        Some(value) if *value.get_ref() == 0 => {
+            report.spanned(value, "`events_max` must be positive".into());
+            EVENTS_MAX_DEFAULT
+        }
+        Some(value) => *value.get_ref(),
+        None => EVENTS_MAX_DEFAULT,
+    };
+    let fabric = fabric_config(file.fabric.as_ref(), report)?;
+    let topology = match Topology::build(&fabric) {
+        Ok(topology) => topology,
+        Err(error) => {
+            let span = file.fabric.as_ref().map(|f| f.span());
+            report.at(span, format!("[fabric]: {error}"));
+            return None;
+        }
+    };
+    let end = SimTime::ZERO + duration;
+    let traffic: Vec<TrafficSpec> = file
+        .traffic
+        .iter()
+        .enumerate()
+        .filter_map(|(index, section)| traffic_spec(index, section, &topology, end, report))
+        .collect();
+    let mut names = std::collections::BTreeSet::new();
+    for (spec, section) in traffic.iter().zip(&file.traffic) {
+        if !names.insert(spec.name.clone()) {
+            report.spanned(
+                section,
+                format!("traffic name `{}` is used twice", spec.name),
+            );
+        }
+    }
+    let mut events: Vec<FaultSpec> = file
+        .events
+        .iter()
+        .filter_map(|section| fault_spec(section, &topology, end, report))
+        .collect();
+    events.sort_by_key(|event| event.at);
+    check_fault_order(&events, &file.events, report);
+    let checks = file
+        .checks
+        .iter()
+        .filter_map(|section| check_spec(section, &traffic, report))
+        .collect();
+    Some(Scenario {
+        path: report.path.to_path_buf(),
+        name: file.name.into_inner(),
+        description: file.description,
+        seed: file.seed,
+        duration,
+        events_max,
+        fabric,
+        traffic,
+        events,
+        checks,
+    })
+}
+
+fn fabric_config(
+    section: Option<&Spanned<FabricSection>>,
+    report: &mut Reporter<'_>,
+) -> Option<FabricConfig> {
+    let mut config = FabricConfig::default();
+    let Some(section) = section else {
+        return Some(config);
+    };
+    let fabric = section.get_ref();
+    config.hosts = fabric.hosts.unwrap_or(config.hosts);
+    config.leaves = fabric.leaves.unwrap_or(config.leaves);
+    config.spines = fabric.spines.unwrap_or(config.spines);
+    config.uplinks_per_host = fabric.uplinks_per_host.unwrap_or(config.uplinks_per_host);
+    if let Some(delay) = fabric.detection_delay {
+        config.detection_delay = delay.0;
+    }
+    config.ecmp_seeding = match fabric.ecmp_seeding {
+        Some(EcmpSeedingName::Uniform) => EcmpSeeding::Uniform,
+        Some(EcmpSeedingName::PerSwitch) | None => EcmpSeeding::PerSwitch,
+    };
+    let mut ok = true;
+    for (name, link, target) in [
+        ("host_link", &fabric.host_link, &mut config.host_link),
+        ("fabric_link", &fabric.fabric_link, &mut config.fabric_link),
+    ] {
+        ok &= apply_link(name, link, fabric.mtu, target, section, report);
+    }
+    ok.then_some(config)
+}
+
+fn apply_link(
+    name: &str,
+    link: &LinkSection,
+    fabric_mtu: Option<ByteSize>,
+    target: &mut LinkConfig,
+    section: &Spanned<FabricSection>,
+    report: &mut Reporter<'_>,
+) -> bool {
+    if let Some(bandwidth) = link.bandwidth {
+        target.bandwidth_bps = bandwidth.0;
+    }
+    if let Some(latency) = link.latency {
+        target.latency = latency.0;
+    }
+    if let Some(queue) = link.queue {
+        target.queue_bytes_max = queue.0;
+    }
+    if let Some(mtu) = link.mtu.or(fabric_mtu) {
+        match u32::try_from(mtu.0) {
+            Ok(mtu) if (68..=65_535).contains(&mtu) => target.mtu_bytes = mtu,
+            _ => {
+                report.spanned(
+                    section,
+                    format!("[fabric] {name}: MTU {mtu} must be between 68B and 65535B"),
+                );
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Resolves `host-7`, `host-0..9` (inclusive) and `all` into hosts.
+fn resolve_hosts(
+    selector: &Spanned<HostSelector>,
+    topology: &Topology,
+    report: &mut Reporter<'_>,
+) -> Vec<NodeId> {
+    let items: Vec<&str> = match selector.get_ref() {
+        HostSelector::One(item) => vec![item.as_str()],
+        HostSelector::Many(items) => items.iter().map(String::as_str).collect(),
+    };
+    let mut hosts = Vec::new();
+    for item in items {
+        if item == "all" {
+            hosts.extend((0..topology.host_count()).map(NodeId));
+            continue;
+        }
+        if let Some((first, last)) = item.split_once("..") {
+            let last_name = format!("host-{last}");
+            match (topology.node_by_name(first), topology.node_by_name(&last_name)) {
+                (Some(a), Some(b)) if topology.kind(a) == NodeKind::Host && a <= b => {
+                    hosts.extend((a.0..=b.0).map(NodeId));
+                }
+                _ => report.spanned(
+                    selector,
+                    format!(
+                        "`{item}` is not a host range: write `host-A..B` (A through B) with 0 <= A <= B < {}",
+                        topology.host_count()
+                    ),
+                ),
+            }
+            continue;
+        }
+        match topology.node_by_name(item) {
+            Some(node) if topology.kind(node) == NodeKind::Host => hosts.push(node),
+            _ => report.spanned(
+                selector,
+                format!(
+                    "`{item}` is not a host: write `host-N` (0 <= N < {}), `host-A..B` or `all`",
+                    topology.host_count()
+                ),
+            ),
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+fn traffic_spec(
+    index: usize,
+    section: &Spanned<TrafficSection>,
+    topology: &Topology,
+    end: SimTime,
+    report: &mut Reporter<'_>,
+) -> Option<TrafficSpec> {
+    let traffic = section.get_ref();
+    let before = report.diagnostics.len();
+    let name = traffic
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("traffic-{index}"));
+    let from = resolve_hosts(&traffic.from, topology, report);
+    let to = resolve_hosts(&traffic.to, topology, report);
+    if report.diagnostics.len() == before
+        && (from.is_empty() || to.is_empty() || (from.len() == 1 && from == to))
+    {
+        report.spanned(
+            section,
+            format!(
+                "traffic `{name}`: `from` and `to` must allow a flow between two different hosts"
+            ),
+        );
+    }
+    let rate = *traffic.rate.get_ref();
+    let flows = *traffic.flows.get_ref();
+    if !(1..=1_000_000).contains(&flows) {
+        report.spanned(
+            &traffic.flows,
+            format!("traffic `{name}`: `flows` must be between 1 and 1000000"),
+        );
+    } else if rate.split(flows).per_megasecond == 0 {
+        report.spanned(
+            &traffic.rate,
+            format!(
+                "traffic `{name}`: rate {rate} shared by {flows} flows leaves each flow no packets"
+            ),
+        );
+    }
+    let size = traffic.size.get_ref().0;
+    if !(PACKET_BYTES_MIN..=65_535).contains(&size) {
+        let message = format!(
+            "traffic `{name}`: `size` {size}B must be between {PACKET_BYTES_MIN}B (headers and probe payload) and 65535B"
+        );
+        report.at(
+            Some(traffic.size.span())
+                .filter(|s| *s != (0..0))
+                .or(Some(section.span())),
+            message,
+        );
+    }
+    let start = SimTime::ZERO
+        + traffic
+            .start
+            .as_ref()
+            .map_or(SimDuration::ZERO, |s| s.get_ref().0);
+    let stop = traffic
+        .stop
+        .as_ref()
+        .map_or(end, |s| SimTime::ZERO + s.get_ref().0);
+    if let Some(stop_field) = &traffic.stop {
+        if stop > end {
+            report.spanned(
+                stop_field,
+                format!(
+                    "traffic `{name}`: `stop` {} is after the scenario's duration",
+                    stop_field.get_ref()
+                ),
+            );
+        }
+    }
+    if start >= stop {
+        let field = traffic.start.as_ref().map_or(section.span(), |s| s.span());
+        report.at(
+            Some(field),
+            format!("traffic `{name}`: `start` must be before `stop` (and the duration)"),
+        );
+    }
+    (report.diagnostics.len() == before).then(|| TrafficSpec {
+        name,
+        from,
+        to,
+        pattern: traffic.pattern,
+        rate,
+        size_bytes: size as u32,
+        flows,
+        start,
+        stop,
+        port: traffic.port,
+    })
+}
+
+fn fault_spec(
+    section: &Spanned<EventSection>,
+    topology: &Topology,
+    end: SimTime,
+    report: &mut Reporter<'_>,
+) -> Option<FaultSpec> {
+    let event = section.get_ref();
+    let at = SimTime::ZERO + event.at.get_ref().0;
+    if at >= end {
+        report.spanned(
+            &event.at,
+            format!(
+                "event at {} is not before the scenario's duration",
+                event.at.get_ref()
+            ),
+        );
+        return None;
+    }
+    let targets: Vec<(&str, &Spanned<String>)> = [
+        ("link", &event.link),
+        ("switch", &event.switch),
+        ("host", &event.host),
+    ]
+    .into_iter()
+    .filter_map(|(kind, target)| target.as_ref().map(|t| (kind, t)))
+    .collect();
+    let [(kind, target)] = targets.as_slice() else {
+        report.spanned(
+            section,
+            "an event names exactly one of `link`, `switch` or `host`".into(),
+        );
+        return None;
+    };
+    let name = target.get_ref().as_str();
+    let element = match *kind {
+        "link" => topology
+            .port_by_name(name)
+            .map(|(node, port)| Element::Link(topology.ports(node)[usize::from(port)].link)),
+        "switch" => topology
+            .node_by_name(name)
+            .filter(|n| topology.kind(*n) != NodeKind::Host)
+            .map(Element::Node),
+        _ => topology
+            .node_by_name(name)
+            .filter(|n| topology.kind(*n) == NodeKind::Host)
+            .map(Element::Node),
+    };
+    let Some(element) = element else {
+        let hint = match *kind {
+            "link" => format!(
+                "a port name such as `{}`",
+                topology.example_port_names().join("` or `")
+            ),
+            "switch" => "`leaf-N` or `spine-N`".to_string(),
+            _ => "`host-N`".to_string(),
+        };
+        report.spanned(
+            target,
+            format!("{kind} `{name}` does not exist in this fabric: write {hint}"),
+        );
+        return None;
+    };
+    Some(FaultSpec {
+        at,
+        action: event.action,
+        element,
+        target: name.to_string(),
+    })
+}
+
+/// Each element's events must alternate fail, recover, fail, ... starting with fail.
+fn check_fault_order(
+    events: &[FaultSpec],
+    sections: &[Spanned<EventSection>],
+    report: &mut Reporter<'_>,
+) {
+    let mut failed = std::collections::BTreeSet::new();
+    for event in events {
+        let consistent = match event.action {
+            Action::Fail => failed.insert(event.element),
+            Action::Recover => failed.remove(&event.element),
+        };
+        if !consistent {
+            let state = if event.action == Action::Fail {
+                "already failed"
+            } else {
+                "not failed"
+            };
+            let section = sections
+                .iter()
+                .find(|s| SimTime::ZERO + s.get_ref().at.get_ref().0 == event.at);
+            report.at(
+                section.map(|s| s.span()),
+                format!(
+                    "{:?} of `{}` at {}: it is {state} then",
+                    event.action, event.target, event.at
+                )
+                .to_lowercase(),
+            );
+        }
+    }
+}
+
+fn check_spec(
+    section: &Spanned<CheckSection>,
+    traffic: &[TrafficSpec],
+    report: &mut Reporter<'_>,
+) -> Option<CheckSpec> {
+    let check = section.get_ref();
+    let traffic_index = match &check.traffic {
+        Some(name) => match traffic.iter().position(|t| &t.name == name.get_ref()) {
+            Some(index) => Some(index),
+            None => {
+                report.spanned(
+                    name,
+                    format!("no traffic entry is named `{}`", name.get_ref()),
+                );
+                return None;
+            }
+        },
+        None => None,
+    };
+    let (kind, default_name) = match check.kind {
+        CheckKindName::DeliveryRatio => {
+            let Some(min) = &check.min else {
+                report.spanned(
+                    section,
+                    "a `delivery_ratio` check needs `min` (e.g. min = 0.99)".into(),
+                );
+                return None;
+            };
+            if !(0.0..=1.0).contains(min.get_ref()) {
+                report.spanned(min, "`min` is a ratio between 0 and 1".into());
+                return None;
+            }
+            let name = match traffic_index {
+                Some(index) => format!("delivery_ratio[{}]", traffic[index].name),
+                None => "delivery_ratio".to_string(),
+            };
+            (
+                CheckKind::DeliveryRatio {
+                    min: *min.get_ref(),
+                    traffic: traffic_index,
+                },
+                name,
+            )
+        }
+        CheckKindName::LossOnlyInFailureWindows => {
+            if let Some(min) = &check.min {
+                report.spanned(min, "`loss_only_in_failure_windows` takes no `min`".into());
+            }
+            if let Some(name) = &check.traffic {
+                report.spanned(
+                    name,
+                    "`loss_only_in_failure_windows` applies to all traffic; remove `traffic`"
+                        .into(),
+                );
+            }
+            (
+                CheckKind::LossOnlyInFailureWindows,
+                "loss_only_in_failure_windows".to_string(),
+            )
+        }
+    };
+    Some(CheckSpec {
+        name: check.name.clone().unwrap_or(default_name),
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests;
