@@ -32,12 +32,8 @@ pub fn evaluate(scenario: &Scenario, report: &RunReport) -> Vec<CheckResult> {
         .checks
         .iter()
         .map(|check| match &check.kind {
-            CheckKind::DeliveryRatio { min, traffic } => {
-                delivery_ratio(&check.name, *min, *traffic, report)
-            }
-            CheckKind::LossOnlyInFailureWindows => {
-                loss_only_in_failure_windows(&check.name, report)
-            }
+            CheckKind::DeliveryRatio { min, traffic } => delivery_ratio(&check.name, *min, *traffic, report),
+            CheckKind::LossOnlyInFailureWindows => loss_only_in_failure_windows(&check.name, report),
         })
         .collect();
     if report.stopped_at_events_max {
@@ -57,17 +53,11 @@ pub fn evaluate(scenario: &Scenario, report: &RunReport) -> Vec<CheckResult> {
 
 fn delivery_ratio(name: &str, min: f64, traffic: Option<usize>, report: &RunReport) -> CheckResult {
     let (scope, counts) = match traffic {
-        Some(index) => (
-            format!("traffic `{}`", report.per_traffic[index].0),
-            &report.per_traffic[index].1,
-        ),
+        Some(index) => (format!("traffic `{}`", report.per_traffic[index].0), &report.per_traffic[index].1),
         None => ("all traffic".to_string(), &report.packets),
     };
-    let metrics = BTreeMap::from([
-        ("sent", counts.sent as f64),
-        ("delivered", counts.delivered as f64),
-        ("min", min),
-    ]);
+    let metrics =
+        BTreeMap::from([("sent", counts.sent as f64), ("delivered", counts.delivered as f64), ("min", min)]);
     if counts.sent == 0 {
         return CheckResult {
             name: name.into(),
@@ -98,21 +88,12 @@ fn delivery_ratio(name: &str, min: f64, traffic: Option<usize>, report: &RunRepo
 fn loss_only_in_failure_windows(name: &str, report: &RunReport) -> CheckResult {
     let outside = report.drops_outside_windows;
     let detail = if outside == 0 {
-        format!(
-            "all {} drops fell inside {} failure windows",
-            report.drops_in_windows,
-            report.windows.len()
-        )
+        format!("all {} drops fell inside {} failure windows", report.drops_in_windows, report.windows.len())
     } else {
         let example = report
             .drop_examples
             .first()
-            .map(|d| {
-                format!(
-                    "; first at {}ns: {} at {} ({})",
-                    d.at_ns, d.reason, d.node, d.flow
-                )
-            })
+            .map(|d| format!("; first at {}ns: {} at {} ({})", d.at_ns, d.reason, d.node, d.flow))
             .unwrap_or_default();
         format!("{outside} drops outside every failure window{example}")
     };

@@ -60,12 +60,7 @@ pub const EXIT_INVALID: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run {
-            scenario,
-            seed,
-            out,
-            quiet,
-        } => run(&scenario, seed, out, quiet),
+        Command::Run { scenario, seed, out, quiet } => run(&scenario, seed, out, quiet),
         Command::Validate { scenarios } => validate(&scenarios),
     };
     ExitCode::from(code)
@@ -82,14 +77,12 @@ fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 
     if let Some(seed) = seed {
         scenario.seed = seed;
     }
-    let show_progress =
-        !quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let show_progress = !quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let bar = if show_progress {
         let bar = ProgressBar::new(scenario.duration.as_nanos());
-        let style = ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:40}] {percent}% simulated, {elapsed} wall",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style =
+            ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {percent}% simulated, {elapsed} wall")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style.progress_chars("=> "));
         bar.set_message(scenario.name.clone());
         bar
@@ -97,10 +90,9 @@ fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 
         ProgressBar::hidden()
     };
     // Wall time is measured here, outside the simulation: it is reported, never simulated.
+    #[allow(clippy::disallowed_methods)]
     let started = Instant::now();
-    let report = runner::run(&scenario, RunOptions::default(), &mut |now| {
-        bar.set_position(now.as_nanos())
-    });
+    let report = runner::run(&scenario, RunOptions::default(), &mut |now| bar.set_position(now.as_nanos()));
     let wall_ms = started.elapsed().as_millis() as u64;
     bar.finish_and_clear();
     let checks = checks::evaluate(&scenario, &report);
@@ -109,10 +101,7 @@ fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 
     let written = match results.write(&dir) {
         Ok(path) => path,
         Err(error) => {
-            eprintln!(
-                "error: cannot write {}: {error}",
-                dir.join("results.json").display()
-            );
+            eprintln!("error: cannot write {}: {error}", dir.join("results.json").display());
             return EXIT_INVALID;
         }
     };
@@ -120,11 +109,7 @@ fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 
         println!("{}", results.summary());
         println!("results   {}", written.display());
     }
-    if results.passed() {
-        EXIT_PASS
-    } else {
-        EXIT_CHECK_FAILED
-    }
+    if results.passed() { EXIT_PASS } else { EXIT_CHECK_FAILED }
 }
 
 fn validate(paths: &[PathBuf]) -> u8 {
@@ -146,28 +131,14 @@ fn validate(paths: &[PathBuf]) -> u8 {
             }
         }
     }
-    if invalid == 0 {
-        EXIT_PASS
-    } else {
-        EXIT_INVALID
-    }
+    if invalid == 0 { EXIT_PASS } else { EXIT_INVALID }
 }
 
 /// A scenario name made safe as a directory name.
 fn file_safe(name: &str) -> String {
     let safe: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
         .collect();
-    if safe.is_empty() || safe.starts_with('.') {
-        format!("scenario{safe}")
-    } else {
-        safe
-    }
+    if safe.is_empty() || safe.starts_with('.') { format!("scenario{safe}") } else { safe }
 }

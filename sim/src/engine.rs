@@ -54,12 +54,7 @@ impl<E> Default for EventQueue<E> {
 impl<E> EventQueue<E> {
     /// An empty queue.
     pub fn new() -> Self {
-        EventQueue {
-            heap: BinaryHeap::new(),
-            slab: Vec::new(),
-            free: Vec::new(),
-            next_seq: 0,
-        }
+        EventQueue { heap: BinaryHeap::new(), slab: Vec::new(), free: Vec::new(), next_seq: 0 }
     }
 
     /// Schedules `event` at `time`, after every event already scheduled at that time.
@@ -74,11 +69,7 @@ impl<E> EventQueue<E> {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.heap.push(Key {
-            time: time.as_nanos(),
-            seq: self.next_seq,
-            slot,
-        });
+        self.heap.push(Key { time: time.as_nanos(), seq: self.next_seq, slot });
         self.next_seq += 1;
     }
 
@@ -86,9 +77,7 @@ impl<E> EventQueue<E> {
     pub fn pop(&mut self) -> Option<(SimTime, E)> {
         let key = self.heap.pop()?;
         // Every key points at a filled slot: slots are emptied only here, once per key.
-        let event = self.slab[key.slot as usize]
-            .take()
-            .expect("queued slot holds its event");
+        let event = self.slab[key.slot as usize].take().expect("queued slot holds its event");
         self.free.push(key.slot);
         Some((SimTime(key.time), event))
     }

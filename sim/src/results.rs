@@ -68,12 +68,7 @@ pub struct TrafficResult {
 
 impl Results {
     /// Assembles the results of a run.
-    pub fn new(
-        scenario: &Scenario,
-        report: RunReport,
-        checks: Vec<CheckResult>,
-        wall_ms: u64,
-    ) -> Results {
+    pub fn new(scenario: &Scenario, report: RunReport, checks: Vec<CheckResult>, wall_ms: u64) -> Results {
         Results {
             netsim_version: env!("CARGO_PKG_VERSION"),
             scenario: scenario.name.clone(),
@@ -136,17 +131,9 @@ impl Results {
             self.wall_ms,
             self.trace_hash
         ));
-        let ratio = if p.sent == 0 {
-            0.0
-        } else {
-            100.0 * p.delivered as f64 / p.sent as f64
-        };
+        let ratio = if p.sent == 0 { 0.0 } else { 100.0 * p.delivered as f64 / p.sent as f64 };
         let reasons: Vec<String> = p.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
-        let reasons = if reasons.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", reasons.join(", "))
-        };
+        let reasons = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) };
         lines.push(format!(
             "packets   sent {}, delivered {} ({ratio:.3}%), dropped {}{reasons}",
             p.sent,
@@ -165,14 +152,12 @@ impl Results {
         for (index, check) in self.checks.iter().enumerate() {
             let label = if index == 0 { "checks   " } else { "         " };
             let verdict = if check.passed { "PASS" } else { "FAIL" };
-            lines.push(format!(
-                "{label} {verdict} {}: {}",
-                check.name, check.detail
-            ));
+            lines.push(format!("{label} {verdict} {}: {}", check.name, check.detail));
         }
         let failed = self.checks.iter().filter(|c| !c.passed).count();
         lines.push(match (self.checks.len(), failed) {
             (0, _) => "result    no checks".to_string(),
+            (1, 0) => "result    PASS (1 check)".to_string(),
             (n, 0) => format!("result    PASS ({n} checks)"),
             (n, f) => format!("result    FAIL ({f} of {n} checks failed)"),
         });

@@ -171,11 +171,7 @@ struct Simulation<'a> {
 
 /// Runs `scenario` to completion. `progress` is called now and then with the simulated time
 /// reached (for progress bars; it cannot influence the run).
-pub fn run(
-    scenario: &Scenario,
-    options: RunOptions,
-    progress: &mut dyn FnMut(SimTime),
-) -> RunReport {
+pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(SimTime)) -> RunReport {
     let streams = RngStreams::new(scenario.seed);
     let mut fabric_config = scenario.fabric.clone();
     fabric_config.seed = streams.seed_for("fabric/ecmp");
@@ -196,8 +192,7 @@ pub fn run(
         packets: PacketCounts::default(),
         per_traffic: vec![PacketCounts::default(); scenario.traffic.len()],
         // 1 ns to 1 hour at 3 significant digits: bounded memory whatever the run.
-        latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-            .expect("valid histogram bounds"),
+        latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds"),
         windows: scenario.failure_windows(),
         drops_in_windows: 0,
         drops_outside_windows: 0,
@@ -220,11 +215,7 @@ impl Simulation<'_> {
             let mut pairs = streams.stream(&format!("traffic/{}/pairs", spec.name));
             let mut arrivals = streams.stream(&format!("traffic/{}/arrivals", spec.name));
             // Validation guarantees a positive per-flow rate.
-            let interval_ns = spec
-                .rate
-                .split(spec.flows)
-                .interval_ns()
-                .expect("positive per-flow rate");
+            let interval_ns = spec.rate.split(spec.flows).interval_ns().expect("positive per-flow rate");
             for _ in 0..spec.flows {
                 let mut src_index = (pairs.next_u64() % spec.from.len() as u64) as usize;
                 let mut dst_index = (pairs.next_u64() % spec.to.len() as u64) as usize;
@@ -268,6 +259,7 @@ impl Simulation<'_> {
         }
     }
 
+    // ANCHOR: event_loop
     /// Pops and executes events until none is left; `true` if it stopped at the event bound.
     fn run_loop(&mut self, progress: &mut dyn FnMut(SimTime)) -> bool {
         while let Some((time, event)) = self.queue.pop() {
@@ -281,11 +273,7 @@ impl Simulation<'_> {
                 Event::Arrive(transmit) => {
                     let ident = ip_ident(&transmit.frame);
                     let link = (u64::from(transmit.link.0) << 1) | u64::from(transmit.direction);
-                    self.trace.record(
-                        time,
-                        kind::ARRIVE,
-                        &[link, transmit.frame.len() as u64, ident],
-                    );
+                    self.trace.record(time, kind::ARRIVE, &[link, transmit.frame.len() as u64, ident]);
                     let forward = self.fabric.arrive(time, transmit);
                     self.handle(forward);
                 }
@@ -306,13 +294,14 @@ impl Simulation<'_> {
                     self.schedule_fabric_timer();
                 }
             }
-            if self.events % PROGRESS_EVERY == 0 {
+            if self.events.is_multiple_of(PROGRESS_EVERY) {
                 progress(self.now.min(self.end));
             }
         }
         progress(self.end);
         false
     }
+    // ANCHOR_END: event_loop
 
     /// Sends the next packet of `flow` and schedules the one after.
     fn generate(&mut self, id: u32) {
@@ -328,8 +317,7 @@ impl Simulation<'_> {
         };
         let next = now + gap;
         let more = next < flow.stop && next < self.end;
-        self.trace
-            .record(now, kind::GENERATE, &[u64::from(id), seq]);
+        self.trace.record(now, kind::GENERATE, &[u64::from(id), seq]);
         self.packets.sent += 1;
         self.per_traffic[traffic].sent += 1;
         if more {
@@ -342,32 +330,22 @@ impl Simulation<'_> {
     /// Acts on the fate the fabric gave a frame.
     fn handle(&mut self, forward: Forward) {
         match forward {
-            Forward::Transmit(transmit) => {
-                self.queue.push(transmit.arrive_at, Event::Arrive(transmit))
-            }
+            Forward::Transmit(transmit) => self.queue.push(transmit.arrive_at, Event::Arrive(transmit)),
             Forward::Deliver { frame, .. } => {
                 if let Some(probe) = Probe::read(&frame) {
                     let traffic = self.flows[probe.flow as usize].traffic as usize;
                     self.packets.delivered += 1;
                     self.per_traffic[traffic].delivered += 1;
                     // Clamped into the histogram's range, so recording cannot fail.
-                    let latency = (self.now - probe.sent_at)
-                        .as_nanos()
-                        .clamp(1, 3_600_000_000_000);
-                    self.latency
-                        .record(latency)
-                        .expect("latency within histogram bounds");
+                    let latency = (self.now - probe.sent_at).as_nanos().clamp(1, 3_600_000_000_000);
+                    self.latency.record(latency).expect("latency within histogram bounds");
                     if self.options.record_fates {
                         self.fates.push((probe.flow, probe.seq, Fate::Delivered));
                     }
                 }
                 self.pool.push(frame);
             }
-            Forward::Drop {
-                reason,
-                node,
-                frame,
-            } => {
+            Forward::Drop { reason, node, frame } => {
                 let name = reason.as_str();
                 *self.packets.dropped.entry(name).or_default() += 1;
                 let probe = Probe::read(&frame);
@@ -375,8 +353,7 @@ impl Simulation<'_> {
                     let traffic = self.flows[probe.flow as usize].traffic as usize;
                     *self.per_traffic[traffic].dropped.entry(name).or_default() += 1;
                     if self.options.record_fates {
-                        self.fates
-                            .push((probe.flow, probe.seq, Fate::Dropped(reason)));
+                        self.fates.push((probe.flow, probe.seq, Fate::Dropped(reason)));
                     }
                 }
                 let now = self.now.as_nanos();
@@ -392,12 +369,7 @@ impl Simulation<'_> {
                         let flow = FiveTuple::from_ethernet(&frame)
                             .map_or_else(|| "?".to_string(), |t| t.to_string());
                         let node = self.fabric.topology().node_name(node).to_string();
-                        self.drop_examples.push(DropRecord {
-                            at_ns: now,
-                            reason: name,
-                            node,
-                            flow,
-                        });
+                        self.drop_examples.push(DropRecord { at_ns: now, reason: name, node, flow });
                     }
                 }
                 self.pool.push(frame);
@@ -407,10 +379,11 @@ impl Simulation<'_> {
 
     /// Makes sure a timer event is queued for the fabric's next deadline within the run.
     fn schedule_fabric_timer(&mut self) {
-        if let Some(at) = self.fabric.poll_timeout() {
-            if at <= self.end && self.timers.insert(at) {
-                self.queue.push(at, Event::FabricTimer);
-            }
+        if let Some(at) = self.fabric.poll_timeout()
+            && at <= self.end
+            && self.timers.insert(at)
+        {
+            self.queue.push(at, Event::FabricTimer);
         }
     }
 
@@ -425,11 +398,7 @@ impl Simulation<'_> {
                     topology.port_name(node, port)
                 }
             };
-            self.routing_changes.push(RoutingChange {
-                at_ns: self.now.as_nanos(),
-                element,
-                up,
-            });
+            self.routing_changes.push(RoutingChange { at_ns: self.now.as_nanos(), element, up });
         }
     }
 
@@ -445,13 +414,8 @@ impl Simulation<'_> {
                 mean: self.latency.mean(),
             }
         };
-        let per_traffic = self
-            .scenario
-            .traffic
-            .iter()
-            .map(|t| t.name.clone())
-            .zip(self.per_traffic)
-            .collect();
+        let per_traffic =
+            self.scenario.traffic.iter().map(|t| t.name.clone()).zip(self.per_traffic).collect();
         RunReport {
             trace_hash: self.trace.hex(),
             sim_time: self.now,
@@ -472,7 +436,5 @@ impl Simulation<'_> {
 
 /// The IPv4 identification of a frame (0 if it has none): part of an arrival's trace key.
 fn ip_ident(frame: &[u8]) -> u64 {
-    frame
-        .get(18..20)
-        .map_or(0, |b| u64::from(u16::from_be_bytes([b[0], b[1]])))
+    frame.get(18..20).map_or(0, |b| u64::from(u16::from_be_bytes([b[0], b[1]])))
 }

@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use netsim_core::{SimDuration, SimTime};
-use netsim_fabric::{EcmpSeeding, Element, FabricConfig, LinkConfig, NodeId, NodeKind, Topology};
+use netsim_fabric::{EcmpSeeding, Element, FabricConfig, NodeId, NodeKind, Topology};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -42,14 +42,7 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{}: error: {}", self.file.display(), self.message)
         } else {
-            write!(
-                f,
-                "{}:{}:{}: error: {}",
-                self.file.display(),
-                self.line,
-                self.column,
-                self.message
-            )
+            write!(f, "{}:{}:{}: error: {}", self.file.display(), self.line, self.column, self.message)
         }
     }
 }
@@ -327,27 +320,19 @@ pub struct FailureWindow {
 impl Scenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
         Scenario::parse(path, &text)
     }
 
     /// Validates scenario `text`, reporting problems against `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
-        let mut report = Reporter {
-            path,
-            text,
-            diagnostics: Vec::new(),
-        };
+        let mut report = Reporter { path, text, diagnostics: Vec::new() };
         let file: ScenarioFile = match toml::from_str(text) {
             Ok(file) => file,
             Err(error) => {
                 report.at(error.span(), error.message().trim_end().to_string());
-                return Err(LoadError::Invalid {
-                    diagnostics: report.diagnostics,
-                });
+                return Err(LoadError::Invalid { diagnostics: report.diagnostics });
             }
         };
         let scenario = validate(file, &mut report);
@@ -356,9 +341,7 @@ impl Scenario {
             Ok(scenario.expect("a scenario without diagnostics is complete"))
         } else {
             report.diagnostics.sort_by_key(|d| (d.line, d.column));
-            Err(LoadError::Invalid {
-                diagnostics: report.diagnostics,
-            })
+            Err(LoadError::Invalid { diagnostics: report.diagnostics })
         }
     }
 
@@ -375,10 +358,8 @@ impl Scenario {
                 }),
                 Action::Recover => {
                     // Validation guarantees a recover follows a fail of the same element.
-                    if let Some(window) = windows
-                        .iter_mut()
-                        .rev()
-                        .find(|w| w.target == event.target && w.until_ns.is_none())
+                    if let Some(window) =
+                        windows.iter_mut().rev().find(|w| w.target == event.target && w.until_ns.is_none())
                     {
                         window.until_ns = Some(event.at.as_nanos() + detection);
                     }
@@ -408,12 +389,7 @@ impl Reporter<'_> {
             }
             _ => (0, 0),
         };
-        self.diagnostics.push(Diagnostic {
-            file: self.path.to_path_buf(),
-            line,
-            column,
-            message,
-        });
+        self.diagnostics.push(Diagnostic { file: self.path.to_path_buf(), line, column, message });
     }
 
     fn spanned<T>(&mut self, value: &Spanned<T>, message: String) {
@@ -456,24 +432,21 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
     let mut names = std::collections::BTreeSet::new();
     for (spec, section) in traffic.iter().zip(&file.traffic) {
         if !names.insert(spec.name.clone()) {
-            report.spanned(
-                section,
-                format!("traffic name `{}` is used twice", spec.name),
-            );
+            report.spanned(section, format!("traffic name `{}` is used twice", spec.name));
         }
     }
-    let mut events: Vec<FaultSpec> = file
-        .events
-        .iter()
-        .filter_map(|section| fault_spec(section, &topology, end, report))
-        .collect();
+    let mut events: Vec<FaultSpec> =
+        file.events.iter().filter_map(|section| fault_spec(section, &topology, end, report)).collect();
     events.sort_by_key(|event| event.at);
     check_fault_order(&events, &file.events, report);
-    let checks = file
-        .checks
-        .iter()
-        .filter_map(|section| check_spec(section, &traffic, report))
-        .collect();
+    let checks: Vec<CheckSpec> =
+        file.checks.iter().filter_map(|section| check_spec(section, &traffic, report)).collect();
+    let mut check_names = std::collections::BTreeSet::new();
+    for (check, section) in checks.iter().zip(&file.checks) {
+        if !check_names.insert(check.name.clone()) {
+            report.spanned(section, format!("check name `{}` is used twice (give one a `name`)", check.name));
+        }
+    }
     Some(Scenario {
         path: report.path.to_path_buf(),
         name: file.name.into_inner(),
@@ -508,46 +481,50 @@ fn fabric_config(
         Some(EcmpSeedingName::Uniform) => EcmpSeeding::Uniform,
         Some(EcmpSeedingName::PerSwitch) | None => EcmpSeeding::PerSwitch,
     };
+    let fabric_mtu = match fabric.mtu {
+        Some(mtu) => Some(mtu_bytes(mtu, "mtu", section, report)?),
+        None => None,
+    };
     let mut ok = true;
     for (name, link, target) in [
         ("host_link", &fabric.host_link, &mut config.host_link),
         ("fabric_link", &fabric.fabric_link, &mut config.fabric_link),
     ] {
-        ok &= apply_link(name, link, fabric.mtu, target, section, report);
+        if let Some(bandwidth) = link.bandwidth {
+            target.bandwidth_bps = bandwidth.0;
+        }
+        if let Some(latency) = link.latency {
+            target.latency = latency.0;
+        }
+        if let Some(queue) = link.queue {
+            target.queue_bytes_max = queue.0;
+        }
+        let mtu = match link.mtu {
+            Some(mtu) => mtu_bytes(mtu, name, section, report),
+            None => fabric_mtu,
+        };
+        match mtu {
+            Some(mtu) => target.mtu_bytes = mtu,
+            None => ok &= link.mtu.is_none(),
+        }
     }
     ok.then_some(config)
 }
 
-fn apply_link(
-    name: &str,
-    link: &LinkSection,
-    fabric_mtu: Option<ByteSize>,
-    target: &mut LinkConfig,
+/// An MTU within what IPv4 allows, or a reported problem.
+fn mtu_bytes(
+    mtu: ByteSize,
+    field: &str,
     section: &Spanned<FabricSection>,
     report: &mut Reporter<'_>,
-) -> bool {
-    if let Some(bandwidth) = link.bandwidth {
-        target.bandwidth_bps = bandwidth.0;
-    }
-    if let Some(latency) = link.latency {
-        target.latency = latency.0;
-    }
-    if let Some(queue) = link.queue {
-        target.queue_bytes_max = queue.0;
-    }
-    if let Some(mtu) = link.mtu.or(fabric_mtu) {
-        match u32::try_from(mtu.0) {
-            Ok(mtu) if (68..=65_535).contains(&mtu) => target.mtu_bytes = mtu,
-            _ => {
-                report.spanned(
-                    section,
-                    format!("[fabric] {name}: MTU {mtu} must be between 68B and 65535B"),
-                );
-                return false;
-            }
+) -> Option<u32> {
+    match u32::try_from(mtu.0) {
+        Ok(mtu) if (68..=65_535).contains(&mtu) => Some(mtu),
+        _ => {
+            report.spanned(section, format!("[fabric] {field}: MTU {mtu} must be between 68B and 65535B"));
+            None
         }
     }
-    true
 }
 
 /// Resolves `host-7`, `host-0..9` (inclusive) and `all` into hosts.
@@ -607,10 +584,7 @@ fn traffic_spec(
 ) -> Option<TrafficSpec> {
     let traffic = section.get_ref();
     let before = report.diagnostics.len();
-    let name = traffic
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("traffic-{index}"));
+    let name = traffic.name.clone().unwrap_or_else(|| format!("traffic-{index}"));
     let from = resolve_hosts(&traffic.from, topology, report);
     let to = resolve_hosts(&traffic.to, topology, report);
     if report.diagnostics.len() == before
@@ -618,24 +592,17 @@ fn traffic_spec(
     {
         report.spanned(
             section,
-            format!(
-                "traffic `{name}`: `from` and `to` must allow a flow between two different hosts"
-            ),
+            format!("traffic `{name}`: `from` and `to` must allow a flow between two different hosts"),
         );
     }
     let rate = *traffic.rate.get_ref();
     let flows = *traffic.flows.get_ref();
     if !(1..=1_000_000).contains(&flows) {
-        report.spanned(
-            &traffic.flows,
-            format!("traffic `{name}`: `flows` must be between 1 and 1000000"),
-        );
+        report.spanned(&traffic.flows, format!("traffic `{name}`: `flows` must be between 1 and 1000000"));
     } else if rate.split(flows).per_megasecond == 0 {
         report.spanned(
             &traffic.rate,
-            format!(
-                "traffic `{name}`: rate {rate} shared by {flows} flows leaves each flow no packets"
-            ),
+            format!("traffic `{name}`: rate {rate} shared by {flows} flows leaves each flow no packets"),
         );
     }
     let size = traffic.size.get_ref().0;
@@ -643,41 +610,23 @@ fn traffic_spec(
         let message = format!(
             "traffic `{name}`: `size` {size}B must be between {PACKET_BYTES_MIN}B (headers and probe payload) and 65535B"
         );
-        report.at(
-            Some(traffic.size.span())
-                .filter(|s| *s != (0..0))
-                .or(Some(section.span())),
-            message,
-        );
+        report.at(Some(traffic.size.span()).filter(|s| *s != (0..0)).or(Some(section.span())), message);
     }
-    let start = SimTime::ZERO
-        + traffic
-            .start
-            .as_ref()
-            .map_or(SimDuration::ZERO, |s| s.get_ref().0);
-    let stop = traffic
-        .stop
-        .as_ref()
-        .map_or(end, |s| SimTime::ZERO + s.get_ref().0);
-    if let Some(stop_field) = &traffic.stop {
-        if stop > end {
-            report.spanned(
-                stop_field,
-                format!(
-                    "traffic `{name}`: `stop` {} is after the scenario's duration",
-                    stop_field.get_ref()
-                ),
-            );
-        }
+    let start = SimTime::ZERO + traffic.start.as_ref().map_or(SimDuration::ZERO, |s| s.get_ref().0);
+    let stop = traffic.stop.as_ref().map_or(end, |s| SimTime::ZERO + s.get_ref().0);
+    if let Some(stop_field) = &traffic.stop
+        && stop > end
+    {
+        report.spanned(
+            stop_field,
+            format!("traffic `{name}`: `stop` {} is after the scenario's duration", stop_field.get_ref()),
+        );
     }
     if start >= stop {
         let field = traffic.start.as_ref().map_or(section.span(), |s| s.span());
-        report.at(
-            Some(field),
-            format!("traffic `{name}`: `start` must be before `stop` (and the duration)"),
-        );
+        report.at(Some(field), format!("traffic `{name}`: `start` must be before `stop` (and the duration)"));
     }
-    (report.diagnostics.len() == before).then(|| TrafficSpec {
+    (report.diagnostics.len() == before).then_some(TrafficSpec {
         name,
         from,
         to,
@@ -702,26 +651,17 @@ fn fault_spec(
     if at >= end {
         report.spanned(
             &event.at,
-            format!(
-                "event at {} is not before the scenario's duration",
-                event.at.get_ref()
-            ),
+            format!("event at {} is not before the scenario's duration", event.at.get_ref()),
         );
         return None;
     }
-    let targets: Vec<(&str, &Spanned<String>)> = [
-        ("link", &event.link),
-        ("switch", &event.switch),
-        ("host", &event.host),
-    ]
-    .into_iter()
-    .filter_map(|(kind, target)| target.as_ref().map(|t| (kind, t)))
-    .collect();
+    let targets: Vec<(&str, &Spanned<String>)> =
+        [("link", &event.link), ("switch", &event.switch), ("host", &event.host)]
+            .into_iter()
+            .filter_map(|(kind, target)| target.as_ref().map(|t| (kind, t)))
+            .collect();
     let [(kind, target)] = targets.as_slice() else {
-        report.spanned(
-            section,
-            "an event names exactly one of `link`, `switch` or `host`".into(),
-        );
+        report.spanned(section, "an event names exactly one of `link`, `switch` or `host`".into());
         return None;
     };
     let name = target.get_ref().as_str();
@@ -729,44 +669,25 @@ fn fault_spec(
         "link" => topology
             .port_by_name(name)
             .map(|(node, port)| Element::Link(topology.ports(node)[usize::from(port)].link)),
-        "switch" => topology
-            .node_by_name(name)
-            .filter(|n| topology.kind(*n) != NodeKind::Host)
-            .map(Element::Node),
-        _ => topology
-            .node_by_name(name)
-            .filter(|n| topology.kind(*n) == NodeKind::Host)
-            .map(Element::Node),
+        "switch" => {
+            topology.node_by_name(name).filter(|n| topology.kind(*n) != NodeKind::Host).map(Element::Node)
+        }
+        _ => topology.node_by_name(name).filter(|n| topology.kind(*n) == NodeKind::Host).map(Element::Node),
     };
     let Some(element) = element else {
         let hint = match *kind {
-            "link" => format!(
-                "a port name such as `{}`",
-                topology.example_port_names().join("` or `")
-            ),
+            "link" => format!("a port name such as `{}`", topology.example_port_names().join("` or `")),
             "switch" => "`leaf-N` or `spine-N`".to_string(),
             _ => "`host-N`".to_string(),
         };
-        report.spanned(
-            target,
-            format!("{kind} `{name}` does not exist in this fabric: write {hint}"),
-        );
+        report.spanned(target, format!("{kind} `{name}` does not exist in this fabric: write {hint}"));
         return None;
     };
-    Some(FaultSpec {
-        at,
-        action: event.action,
-        element,
-        target: name.to_string(),
-    })
+    Some(FaultSpec { at, action: event.action, element, target: name.to_string() })
 }
 
 /// Each element's events must alternate fail, recover, fail, ... starting with fail.
-fn check_fault_order(
-    events: &[FaultSpec],
-    sections: &[Spanned<EventSection>],
-    report: &mut Reporter<'_>,
-) {
+fn check_fault_order(events: &[FaultSpec], sections: &[Spanned<EventSection>], report: &mut Reporter<'_>) {
     let mut failed = std::collections::BTreeSet::new();
     for event in events {
         let consistent = match event.action {
@@ -774,21 +695,12 @@ fn check_fault_order(
             Action::Recover => failed.remove(&event.element),
         };
         if !consistent {
-            let state = if event.action == Action::Fail {
-                "already failed"
-            } else {
-                "not failed"
-            };
-            let section = sections
-                .iter()
-                .find(|s| SimTime::ZERO + s.get_ref().at.get_ref().0 == event.at);
+            let state = if event.action == Action::Fail { "already failed" } else { "not failed" };
+            let section = sections.iter().find(|s| SimTime::ZERO + s.get_ref().at.get_ref().0 == event.at);
             report.at(
                 section.map(|s| s.span()),
-                format!(
-                    "{:?} of `{}` at {}: it is {state} then",
-                    event.action, event.target, event.at
-                )
-                .to_lowercase(),
+                format!("{:?} of `{}` at {}: it is {state} then", event.action, event.target, event.at)
+                    .to_lowercase(),
             );
         }
     }
@@ -804,10 +716,7 @@ fn check_spec(
         Some(name) => match traffic.iter().position(|t| &t.name == name.get_ref()) {
             Some(index) => Some(index),
             None => {
-                report.spanned(
-                    name,
-                    format!("no traffic entry is named `{}`", name.get_ref()),
-                );
+                report.spanned(name, format!("no traffic entry is named `{}`", name.get_ref()));
                 return None;
             }
         },
@@ -816,10 +725,7 @@ fn check_spec(
     let (kind, default_name) = match check.kind {
         CheckKindName::DeliveryRatio => {
             let Some(min) = &check.min else {
-                report.spanned(
-                    section,
-                    "a `delivery_ratio` check needs `min` (e.g. min = 0.99)".into(),
-                );
+                report.spanned(section, "a `delivery_ratio` check needs `min` (e.g. min = 0.99)".into());
                 return None;
             };
             if !(0.0..=1.0).contains(min.get_ref()) {
@@ -830,13 +736,7 @@ fn check_spec(
                 Some(index) => format!("delivery_ratio[{}]", traffic[index].name),
                 None => "delivery_ratio".to_string(),
             };
-            (
-                CheckKind::DeliveryRatio {
-                    min: *min.get_ref(),
-                    traffic: traffic_index,
-                },
-                name,
-            )
+            (CheckKind::DeliveryRatio { min: *min.get_ref(), traffic: traffic_index }, name)
         }
         CheckKindName::LossOnlyInFailureWindows => {
             if let Some(min) = &check.min {
@@ -845,20 +745,13 @@ fn check_spec(
             if let Some(name) = &check.traffic {
                 report.spanned(
                     name,
-                    "`loss_only_in_failure_windows` applies to all traffic; remove `traffic`"
-                        .into(),
+                    "`loss_only_in_failure_windows` applies to all traffic; remove `traffic`".into(),
                 );
             }
-            (
-                CheckKind::LossOnlyInFailureWindows,
-                "loss_only_in_failure_windows".to_string(),
-            )
+            (CheckKind::LossOnlyInFailureWindows, "loss_only_in_failure_windows".to_string())
         }
     };
-    Some(CheckSpec {
-        name: check.name.clone().unwrap_or(default_name),
-        kind,
-    })
+    Some(CheckSpec { name: check.name.clone().unwrap_or(default_name), kind })
 }
 
 #[cfg(test)]

@@ -44,15 +44,9 @@ impl Probe {
         if probe[0..4] != PROBE_MAGIC {
             return None;
         }
-        let u32_at = |at: usize| {
-            u32::from_be_bytes([probe[at], probe[at + 1], probe[at + 2], probe[at + 3]])
-        };
+        let u32_at = |at: usize| u32::from_be_bytes([probe[at], probe[at + 1], probe[at + 2], probe[at + 3]]);
         let u64_at = |at: usize| (u64::from(u32_at(at)) << 32) | u64::from(u32_at(at + 4));
-        Some(Probe {
-            flow: u32_at(4),
-            seq: u64_at(8),
-            sent_at: SimTime(u64_at(16)),
-        })
+        Some(Probe { flow: u32_at(4), seq: u64_at(8), sent_at: SimTime(u64_at(16)) })
     }
 }
 
@@ -94,33 +88,17 @@ impl Flow {
     ) -> Flow {
         let payload = vec![0u8; size_bytes as usize - IPV4_HEADER_LEN - UDP_HEADER_LEN];
         let builder = etherparse::PacketBuilder::ethernet2([0; 6], [0; 6])
-            .ipv4(
-                topology.host_ip(src).octets(),
-                topology.host_ip(dst).octets(),
-                64,
-            )
+            .ipv4(topology.host_ip(src).octets(), topology.host_ip(dst).octets(), 64)
             .udp(src_port, dst_port);
         let mut template = Vec::with_capacity(builder.size(payload.len()));
         // Writing into a Vec cannot fail, and validation bounds the size to a valid IP length.
-        builder
-            .write(&mut template, &payload)
-            .expect("a validated packet size builds");
+        builder.write(&mut template, &payload).expect("a validated packet size builds");
         template[PROBE_OFFSET..PROBE_OFFSET + 4].copy_from_slice(&PROBE_MAGIC);
         // The magic changed the payload: recompute the UDP checksum once for the template.
         template[UDP_CHECKSUM_OFFSET..UDP_CHECKSUM_OFFSET + 2].fill(0);
         let udp_checksum = udp_checksum(&template);
-        template[UDP_CHECKSUM_OFFSET..UDP_CHECKSUM_OFFSET + 2]
-            .copy_from_slice(&udp_checksum.to_be_bytes());
-        Flow {
-            traffic,
-            src,
-            dst,
-            pattern,
-            interval_ns,
-            stop,
-            sent: 0,
-            template,
-        }
+        template[UDP_CHECKSUM_OFFSET..UDP_CHECKSUM_OFFSET + 2].copy_from_slice(&udp_checksum.to_be_bytes());
+        Flow { traffic, src, dst, pattern, interval_ns, stop, sent: 0, template }
     }
 
     /// Writes the next packet of the flow into `buffer` (reusing its allocation), stamped with
@@ -136,10 +114,8 @@ impl Flow {
         fields[12..20].copy_from_slice(&now.as_nanos().to_be_bytes());
         buffer[PROBE_OFFSET + 4..PROBE_OFFSET + PROBE_LEN].copy_from_slice(&fields);
         // The template's probe fields were zero: add the new words to its checksum.
-        let template_checksum = u16::from_be_bytes([
-            self.template[UDP_CHECKSUM_OFFSET],
-            self.template[UDP_CHECKSUM_OFFSET + 1],
-        ]);
+        let template_checksum =
+            u16::from_be_bytes([self.template[UDP_CHECKSUM_OFFSET], self.template[UDP_CHECKSUM_OFFSET + 1]]);
         let sum = checksum::fold(checksum::sum_words(&fields, u64::from(!template_checksum)));
         let udp = match !sum {
             0 => 0xffff, // RFC 768: a computed zero is sent as all ones.
@@ -149,13 +125,10 @@ impl Flow {
         // IP identification: the low 16 bits of the sequence number.
         let ident = seq as u16;
         buffer[IP_IDENT_OFFSET..IP_IDENT_OFFSET + 2].copy_from_slice(&ident.to_be_bytes());
-        let ip_checksum = u16::from_be_bytes([
-            self.template[IP_CHECKSUM_OFFSET],
-            self.template[IP_CHECKSUM_OFFSET + 1],
-        ]);
+        let ip_checksum =
+            u16::from_be_bytes([self.template[IP_CHECKSUM_OFFSET], self.template[IP_CHECKSUM_OFFSET + 1]]);
         let ip_checksum = checksum::update(ip_checksum, 0, ident);
-        buffer[IP_CHECKSUM_OFFSET..IP_CHECKSUM_OFFSET + 2]
-            .copy_from_slice(&ip_checksum.to_be_bytes());
+        buffer[IP_CHECKSUM_OFFSET..IP_CHECKSUM_OFFSET + 2].copy_from_slice(&ip_checksum.to_be_bytes());
     }
 
     /// The gap to the next packet: fixed, or drawn from an exponential distribution with the
@@ -221,28 +194,14 @@ mod tests {
             flow.next_packet(77, SimTime(123_456 + seq), &mut buffer);
             assert_eq!(buffer.len(), 14 + 200);
             let probe = Probe::read(&buffer).expect("has a probe");
-            assert_eq!(
-                probe,
-                Probe {
-                    flow: 77,
-                    seq,
-                    sent_at: SimTime(123_456 + seq)
-                }
-            );
+            assert_eq!(probe, Probe { flow: 77, seq, sent_at: SimTime(123_456 + seq) });
             let packet = SlicedPacket::from_ethernet(&buffer).expect("parses");
-            let Some(etherparse::NetSlice::Ipv4(ip)) = &packet.net else {
-                panic!("IPv4")
-            };
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &packet.net else { panic!("IPv4") };
             let header = ip.header().to_header();
             assert_eq!(header.header_checksum, header.calc_header_checksum());
             assert_eq!(header.identification, seq as u16);
-            let Some(TransportSlice::Udp(udp)) = &packet.transport else {
-                panic!("UDP")
-            };
-            let expected = udp
-                .to_header()
-                .calc_checksum_ipv4(&header, udp.payload())
-                .expect("payload fits");
+            let Some(TransportSlice::Udp(udp)) = &packet.transport else { panic!("UDP") };
+            let expected = udp.to_header().calc_checksum_ipv4(&header, udp.payload()).expect("payload fits");
             assert_eq!(udp.checksum(), expected);
         }
     }
@@ -263,9 +222,8 @@ mod tests {
         let mut flow = flow();
         flow.pattern = Pattern::Poisson;
         let samples = 100_000u64;
-        let total: u64 = (0..samples)
-            .map(|i| flow.gap(unit_interval(netsim_core::mix64(i))).as_nanos())
-            .sum();
+        let total: u64 =
+            (0..samples).map(|i| flow.gap(unit_interval(netsim_core::mix64(i))).as_nanos()).sum();
         let mean = total as f64 / samples as f64;
         assert!((mean - 1000.0).abs() < 15.0, "mean gap {mean}");
     }

@@ -21,11 +21,7 @@ fn scaled_decimal(number: &str, scale: u128) -> Option<u128> {
     if !all_digits(whole) || !all_digits(fraction) || fraction.len() > 18 {
         return None;
     }
-    let whole: u128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().ok()?
-    };
+    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
     let mut value = whole.checked_mul(scale)?;
     if !fraction.is_empty() {
         let denominator = 10u128.pow(fraction.len() as u32);
@@ -42,43 +38,22 @@ fn scaled_decimal(number: &str, scale: u128) -> Option<u128> {
 /// Splits `"12.5ms"` into `("12.5", "ms")`, trimming spaces between the two.
 fn split_unit(text: &str) -> (&str, &str) {
     let text = text.trim();
-    let end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     (&text[..end], text[end..].trim())
 }
 
 /// Parses `text` as a number and one of `units` (name, scale); the error says what is accepted.
-fn parse_with_units(
-    text: &str,
-    units: &[(&str, u128)],
-    what: &str,
-    example: &str,
-) -> Result<u128, String> {
+fn parse_with_units(text: &str, units: &[(&str, u128)], what: &str, example: &str) -> Result<u128, String> {
     let (number, unit) = split_unit(text);
-    let accepted = || {
-        units
-            .iter()
-            .map(|(name, _)| *name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let accepted = || units.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
     if number.is_empty() {
-        return Err(format!(
-            "{what} `{text}` must be a non-negative number and a unit, e.g. \"{example}\""
-        ));
+        return Err(format!("{what} `{text}` must be a non-negative number and a unit, e.g. \"{example}\""));
     }
     if unit.is_empty() {
-        return Err(format!(
-            "{what} `{text}` has no unit (write e.g. \"{example}\"; units: {})",
-            accepted()
-        ));
+        return Err(format!("{what} `{text}` has no unit (write e.g. \"{example}\"; units: {})", accepted()));
     }
     let Some(&(_, scale)) = units.iter().find(|(name, _)| *name == unit) else {
-        return Err(format!(
-            "{what} `{text}`: unknown unit `{unit}` (units: {})",
-            accepted()
-        ));
+        return Err(format!("{what} `{text}`: unknown unit `{unit}` (units: {})", accepted()));
     };
     scaled_decimal(number, scale)
         .ok_or_else(|| format!("{what} `{text}` is not a whole number of the smallest unit, or is out of range (e.g. \"{example}\")"))
@@ -99,22 +74,13 @@ macro_rules! quantity_serde {
                         text.parse().map_err(E::custom)
                     }
                     fn visit_i64<E: de::Error>(self, value: i64) -> Result<$type, E> {
-                        Err(E::custom(format!(
-                            "`{value}` has no unit: write {}",
-                            $expecting
-                        )))
+                        Err(E::custom(format!("`{value}` has no unit: write {}", $expecting)))
                     }
                     fn visit_u64<E: de::Error>(self, value: u64) -> Result<$type, E> {
-                        Err(E::custom(format!(
-                            "`{value}` has no unit: write {}",
-                            $expecting
-                        )))
+                        Err(E::custom(format!("`{value}` has no unit: write {}", $expecting)))
                     }
                     fn visit_f64<E: de::Error>(self, value: f64) -> Result<$type, E> {
-                        Err(E::custom(format!(
-                            "`{value}` has no unit: write {}",
-                            $expecting
-                        )))
+                        Err(E::custom(format!("`{value}` has no unit: write {}", $expecting)))
                     }
                 }
                 deserializer.deserialize_any(QuantityVisitor)
@@ -136,13 +102,8 @@ pub struct Duration(pub SimDuration);
 impl std::str::FromStr for Duration {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        const UNITS: [(&str, u128); 5] = [
-            ("ns", 1),
-            ("us", 1_000),
-            ("µs", 1_000),
-            ("ms", 1_000_000),
-            ("s", 1_000_000_000),
-        ];
+        const UNITS: [(&str, u128); 5] =
+            [("ns", 1), ("us", 1_000), ("µs", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000)];
         let ns = parse_with_units(text, &UNITS, "duration", "500ms")?;
         let ns = u64::try_from(ns).map_err(|_| format!("duration `{text}` is too long"))?;
         Ok(Duration(SimDuration::from_nanos(ns)))
@@ -177,21 +138,16 @@ impl std::str::FromStr for Bandwidth {
             ("Tb/s", 1_000_000_000_000),
         ];
         let bps = parse_with_units(text, &UNITS, "bandwidth", "10Gbps")?;
-        u64::try_from(bps)
-            .map(Bandwidth)
-            .map_err(|_| format!("bandwidth `{text}` is too large"))
+        u64::try_from(bps).map(Bandwidth).map_err(|_| format!("bandwidth `{text}` is too large"))
     }
 }
 
 impl fmt::Display for Bandwidth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (scale, unit) in [
-            (1_000_000_000_000, "Tbps"),
-            (1_000_000_000, "Gbps"),
-            (1_000_000, "Mbps"),
-            (1_000, "kbps"),
-        ] {
-            if self.0 >= scale && self.0 % scale == 0 {
+        for (scale, unit) in
+            [(1_000_000_000_000, "Tbps"), (1_000_000_000, "Gbps"), (1_000_000, "Mbps"), (1_000, "kbps")]
+        {
+            if self.0 >= scale && self.0.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", self.0 / scale);
             }
         }
@@ -223,9 +179,7 @@ impl PacketRate {
 
     /// This rate divided evenly among `parts` senders.
     pub fn split(self, parts: u32) -> PacketRate {
-        PacketRate {
-            per_megasecond: self.per_megasecond / u64::from(parts.max(1)),
-        }
+        PacketRate { per_megasecond: self.per_megasecond / u64::from(parts.max(1)) }
     }
 }
 
@@ -249,7 +203,7 @@ impl std::str::FromStr for PacketRate {
 
 impl fmt::Display for PacketRate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.per_megasecond % 1_000_000 == 0 {
+        if self.per_megasecond.is_multiple_of(1_000_000) {
             write!(f, "{}/s", self.per_megasecond / 1_000_000)
         } else {
             write!(f, "{}/s", self.per_second())
@@ -276,17 +230,15 @@ impl std::str::FromStr for ByteSize {
             ("MiB", 1 << 20),
         ];
         let bytes = parse_with_units(text, &UNITS, "size", "1400B")?;
-        u64::try_from(bytes)
-            .map(ByteSize)
-            .map_err(|_| format!("size `{text}` is too large"))
+        u64::try_from(bytes).map(ByteSize).map_err(|_| format!("size `{text}` is too large"))
     }
 }
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 >= 1 << 20 && self.0 % (1 << 20) == 0 {
+        if self.0 >= 1 << 20 && self.0.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", self.0 >> 20)
-        } else if self.0 >= 1 << 10 && self.0 % (1 << 10) == 0 {
+        } else if self.0 >= 1 << 10 && self.0.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", self.0 >> 10)
         } else {
             write!(f, "{}B", self.0)
@@ -327,10 +279,7 @@ mod tests {
         check::<Duration>("-1s", Err("non-negative number"));
         check::<Duration>("1.2.3s", Err("not a whole number"));
         check::<Duration>("99999999999999999999s", Err("too long"));
-        check::<Duration>(
-            "999999999999999999999999999999999999999s",
-            Err("out of range"),
-        );
+        check::<Duration>("999999999999999999999999999999999999999s", Err("out of range"));
     }
 
     #[test]
@@ -339,24 +288,9 @@ mod tests {
         check("40Gb/s", Ok(Bandwidth(40_000_000_000)));
         check("2.5Gbps", Ok(Bandwidth(2_500_000_000)));
         check::<Bandwidth>("10GB/s", Err("unknown unit"));
-        check(
-            "20000/s",
-            Ok(PacketRate {
-                per_megasecond: 20_000_000_000,
-            }),
-        );
-        check(
-            "20k/s",
-            Ok(PacketRate {
-                per_megasecond: 20_000_000_000,
-            }),
-        );
-        check(
-            "0.5/s",
-            Ok(PacketRate {
-                per_megasecond: 500_000,
-            }),
-        );
+        check("20000/s", Ok(PacketRate { per_megasecond: 20_000_000_000 }));
+        check("20k/s", Ok(PacketRate { per_megasecond: 20_000_000_000 }));
+        check("0.5/s", Ok(PacketRate { per_megasecond: 500_000 }));
         check("1400B", Ok(ByteSize(1400)));
         check("64KiB", Ok(ByteSize(65_536)));
         check("1MB", Ok(ByteSize(1_000_000)));

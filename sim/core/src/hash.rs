@@ -34,10 +34,7 @@ impl StableHasher {
 
     /// A hasher in its initial state.
     pub const fn new() -> Self {
-        StableHasher {
-            state: 0x243f_6a88_85a3_08d3,
-            words: 0,
-        }
+        StableHasher { state: 0x243f_6a88_85a3_08d3, words: 0 }
     }
 
     /// Folds one 64-bit word into the state.

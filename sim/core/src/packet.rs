@@ -53,19 +53,12 @@ impl FiveTuple {
         let fragment_offset = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
         let has_ports = matches!(protocol, IP_PROTO_UDP | IP_PROTO_TCP) && fragment_offset == 0;
         let (src_port, dst_port) = match packet.get(header_len..header_len + 4) {
-            Some(ports) if has_ports => (
-                u16::from_be_bytes([ports[0], ports[1]]),
-                u16::from_be_bytes([ports[2], ports[3]]),
-            ),
+            Some(ports) if has_ports => {
+                (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]]))
+            }
             _ => (0, 0),
         };
-        Some(FiveTuple {
-            src,
-            dst,
-            protocol,
-            src_port,
-            dst_port,
-        })
+        Some(FiveTuple { src, dst, protocol, src_port, dst_port })
     }
 
     /// Reads the tuple of the IPv4 packet inside an Ethernet II frame.
@@ -81,9 +74,8 @@ impl FiveTuple {
     /// Different seeds give independent choices, which is how switches avoid hash polarization.
     pub fn hash(&self, seed: u64) -> u64 {
         let addresses = (u64::from(u32::from(self.src)) << 32) | u64::from(u32::from(self.dst));
-        let rest = (u64::from(self.protocol) << 32)
-            | (u64::from(self.src_port) << 16)
-            | u64::from(self.dst_port);
+        let rest =
+            (u64::from(self.protocol) << 32) | (u64::from(self.src_port) << 16) | u64::from(self.dst_port);
         crate::mix64(crate::mix64(addresses ^ seed) ^ rest)
     }
 }
@@ -95,11 +87,7 @@ impl fmt::Display for FiveTuple {
             IP_PROTO_TCP => "tcp".to_string(),
             other => format!("proto-{other}"),
         };
-        write!(
-            f,
-            "{}:{} > {}:{} {protocol}",
-            self.src, self.src_port, self.dst, self.dst_port
-        )
+        write!(f, "{}:{} > {}:{} {protocol}", self.src, self.src_port, self.dst, self.dst_port)
     }
 }
 
@@ -121,9 +109,7 @@ mod tests {
             .udp(src_port, dst_port);
         let payload = [0u8; 10];
         let mut frame = Vec::with_capacity(builder.size(payload.len()));
-        builder
-            .write(&mut frame, &payload)
-            .expect("writing to a Vec cannot fail");
+        builder.write(&mut frame, &payload).expect("writing to a Vec cannot fail");
         frame
     }
 

@@ -134,6 +134,7 @@ pub struct EcmpChoice {
     pub chosen: u16,
 }
 
+// ANCHOR: forward
 /// The fate of a frame handed to the fabric.
 #[derive(Debug)]
 pub enum Forward {
@@ -156,6 +157,7 @@ pub enum Forward {
         frame: Vec<u8>,
     },
 }
+// ANCHOR_END: forward
 
 /// A notification from the fabric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,11 +277,7 @@ impl Fabric {
     pub fn send(&mut self, now: SimTime, host: NodeId, frame: Vec<u8>) -> Forward {
         debug_assert_eq!(self.topology.kind(host), NodeKind::Host);
         if !self.node_up[host.0 as usize] {
-            return Forward::Drop {
-                reason: DropReason::NodeDown,
-                node: host,
-                frame,
-            };
+            return Forward::Drop { reason: DropReason::NodeDown, node: host, frame };
         }
         self.route(now, host, frame)
     }
@@ -287,39 +285,21 @@ impl Fabric {
     /// `transmit` reaches the far end of its link at `now` (its `arrive_at`).
     pub fn arrive(&mut self, now: SimTime, transmit: Transmit) -> Forward {
         debug_assert!(now >= transmit.arrive_at, "arrival handled before its time");
-        let Transmit {
-            link,
-            to,
-            frame,
-            generation,
-            ..
-        } = transmit;
+        let Transmit { link, to, frame, generation, .. } = transmit;
         let state = &self.links[link.0 as usize];
         // A failure of the link or either end since departure loses the frame.
         if !state.up || state.generation != generation {
-            return Forward::Drop {
-                reason: DropReason::LinkDown,
-                node: to,
-                frame,
-            };
+            return Forward::Drop { reason: DropReason::LinkDown, node: to, frame };
         }
         if !self.node_up[to.0 as usize] {
-            return Forward::Drop {
-                reason: DropReason::NodeDown,
-                node: to,
-                frame,
-            };
+            return Forward::Drop { reason: DropReason::NodeDown, node: to, frame };
         }
         if self.topology.kind(to) == NodeKind::Host {
             let destination = ipv4_destination(&frame).and_then(|ip| self.topology.host_by_ip(ip));
             return if destination == Some(to) {
                 Forward::Deliver { host: to, frame }
             } else {
-                Forward::Drop {
-                    reason: DropReason::NotForHost,
-                    node: to,
-                    frame,
-                }
+                Forward::Drop { reason: DropReason::NotForHost, node: to, frame }
             };
         }
         self.route(now, to, frame)
@@ -328,47 +308,25 @@ impl Fabric {
     /// Routes `frame` out of `node`: the forwarding decision of a host or a switch.
     fn route(&mut self, now: SimTime, node: NodeId, mut frame: Vec<u8>) -> Forward {
         let Some(destination) = ipv4_destination(&frame) else {
-            return Forward::Drop {
-                reason: DropReason::Malformed,
-                node,
-                frame,
-            };
+            return Forward::Drop { reason: DropReason::Malformed, node, frame };
         };
         let Some(destination) = self.topology.host_by_ip(destination) else {
-            return Forward::Drop {
-                reason: DropReason::NoRoute,
-                node,
-                frame,
-            };
+            return Forward::Drop { reason: DropReason::NoRoute, node, frame };
         };
         if self.topology.kind(node) != NodeKind::Host && !decrement_ttl(&mut frame) {
-            return Forward::Drop {
-                reason: DropReason::TtlExpired,
-                node,
-                frame,
-            };
+            return Forward::Drop { reason: DropReason::TtlExpired, node, frame };
         }
         let next_hops = self.routing.next_hops(node, destination);
         let ecmp = match next_hops.len() {
             0 => {
-                return Forward::Drop {
-                    reason: DropReason::NoRoute,
-                    node,
-                    frame,
-                };
+                return Forward::Drop { reason: DropReason::NoRoute, node, frame };
             }
-            1 => EcmpChoice {
-                members: 1,
-                chosen: 0,
-            },
+            1 => EcmpChoice { members: 1, chosen: 0 },
             members => {
                 // `ipv4_destination` succeeded, so the 5-tuple reads too.
                 let hash = FiveTuple::from_ethernet(&frame)
                     .map_or(0, |tuple| tuple.hash(self.ecmp_seeds[node.0 as usize]));
-                EcmpChoice {
-                    members: members as u16,
-                    chosen: (hash % members as u64) as u16,
-                }
+                EcmpChoice { members: members as u16, chosen: (hash % members as u64) as u16 }
             }
         };
         let port_index = next_hops[usize::from(ecmp.chosen)];
@@ -388,19 +346,11 @@ impl Fabric {
         let config = *self.topology.link_config(port.link);
         let ip_len = frame.len().saturating_sub(ETHERNET_HEADER_LEN) as u64;
         if ip_len > u64::from(config.mtu_bytes) {
-            return Forward::Drop {
-                reason: DropReason::MtuExceeded,
-                node,
-                frame,
-            };
+            return Forward::Drop { reason: DropReason::MtuExceeded, node, frame };
         }
         let state = &mut self.links[port.link.0 as usize];
         if !state.up {
-            return Forward::Drop {
-                reason: DropReason::LinkDown,
-                node,
-                frame,
-            };
+            return Forward::Drop { reason: DropReason::LinkDown, node, frame };
         }
         let direction = usize::from(port.direction);
         let busy_until = state.busy_until[direction];
@@ -411,17 +361,13 @@ impl Fabric {
         let counters = &mut state.counters[direction];
         if backlog_bytes + wire_bytes > config.queue_bytes_max {
             counters.queue_drops += 1;
-            return Forward::Drop {
-                reason: DropReason::QueueFull,
-                node,
-                frame,
-            };
+            return Forward::Drop { reason: DropReason::QueueFull, node, frame };
         }
         counters.frames += 1;
         counters.bytes += frame.len() as u64;
         counters.backlog_bytes_max = counters.backlog_bytes_max.max(backlog_bytes + wire_bytes);
-        let serialization_ns = (u128::from(wire_bytes) * 8_000_000_000)
-            .div_ceil(u128::from(config.bandwidth_bps)) as u64;
+        let serialization_ns =
+            (u128::from(wire_bytes) * 8_000_000_000).div_ceil(u128::from(config.bandwidth_bps)) as u64;
         let done = busy_until.max(now) + SimDuration::from_nanos(serialization_ns);
         state.busy_until[direction] = done;
         let generation = state.generation;
@@ -480,8 +426,7 @@ impl Fabric {
             }
         }
         let at = now + self.topology.config().detection_delay;
-        self.detections
-            .insert((at, self.detection_seq), Detection { element, up });
+        self.detections.insert((at, self.detection_seq), Detection { element, up });
         self.detection_seq += 1;
     }
 
@@ -502,8 +447,7 @@ impl Fabric {
                 Element::Link(link) => self.links[link.0 as usize].routed_up = up,
                 Element::Node(node) => self.node_routed_up[node.0 as usize] = up,
             }
-            self.events
-                .push_back(FabricEvent::RoutingUpdated { element, up });
+            self.events.push_back(FabricEvent::RoutingUpdated { element, up });
             changed = true;
         }
         if changed {

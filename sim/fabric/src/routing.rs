@@ -42,10 +42,7 @@ impl RoutingTable {
                 let next = distance[node] + 1;
                 for port in topology.ports(NodeId(node as u32)) {
                     let peer = port.peer.0 as usize;
-                    if link_up[port.link.0 as usize]
-                        && node_up[peer]
-                        && distance[peer] == UNREACHABLE
-                    {
+                    if link_up[port.link.0 as usize] && node_up[peer] && distance[peer] == UNREACHABLE {
                         distance[peer] = next;
                         // Hosts are leaves of the search: they never carry transit traffic.
                         if topology.kind(port.peer) != NodeKind::Host {
@@ -60,8 +57,7 @@ impl RoutingTable {
                     for (index, port) in topology.ports(NodeId(node as u32)).iter().enumerate() {
                         let peer = port.peer.0 as usize;
                         let closer = distance[peer] == own - 1;
-                        let transit =
-                            peer == destination || topology.kind(port.peer) != NodeKind::Host;
+                        let transit = peer == destination || topology.kind(port.peer) != NodeKind::Host;
                         if closer && transit && link_up[port.link.0 as usize] && node_up[peer] {
                             ports.push(index as u16);
                         }
@@ -70,11 +66,7 @@ impl RoutingTable {
                 offsets.push(ports.len() as u32);
             }
         }
-        RoutingTable {
-            nodes,
-            offsets,
-            ports,
-        }
+        RoutingTable { nodes, offsets, ports }
     }
 
     /// The equal-cost next-hop ports of `node` toward host `destination`, in port order; empty
@@ -99,10 +91,7 @@ mod tests {
     use crate::topology::FabricConfig;
 
     fn all_up(topology: &Topology) -> (Vec<bool>, Vec<bool>) {
-        (
-            vec![true; topology.node_count()],
-            vec![true; topology.link_count()],
-        )
+        (vec![true; topology.node_count()], vec![true; topology.link_count()])
     }
 
     #[test]

@@ -66,10 +66,7 @@ impl Harness {
                 continue;
             }
             let Reverse((_, seq)) = self.in_flight.pop().expect("peeked");
-            let transmit = self
-                .frames
-                .remove(&seq)
-                .expect("every heap entry has a frame");
+            let transmit = self.frames.remove(&seq).expect("every heap entry has a frame");
             let forward = self.fabric.arrive(self.now, transmit);
             self.outcome(forward);
         }
@@ -81,17 +78,11 @@ impl Harness {
 fn frame(src: u32, dst: u32, src_port: u16, ip_len: usize) -> Vec<u8> {
     let topology = Topology::build(&FabricConfig::default()).expect("valid");
     let builder = PacketBuilder::ethernet2([0; 6], [0; 6])
-        .ipv4(
-            topology.host_ip(NodeId(src)).octets(),
-            topology.host_ip(NodeId(dst)).octets(),
-            64,
-        )
+        .ipv4(topology.host_ip(NodeId(src)).octets(), topology.host_ip(NodeId(dst)).octets(), 64)
         .udp(src_port, 5001);
     let payload = vec![0xab; ip_len - 28];
     let mut bytes = Vec::with_capacity(builder.size(payload.len()));
-    builder
-        .write(&mut bytes, &payload)
-        .expect("writing to a Vec cannot fail");
+    builder.write(&mut bytes, &payload).expect("writing to a Vec cannot fail");
     bytes
 }
 
@@ -114,9 +105,7 @@ fn switches_decrement_ttl_and_keep_checksums_valid() {
     harness.run_until(SimTime(1_000_000));
     let (_, _, bytes) = &harness.delivered[0];
     let packet = SlicedPacket::from_ethernet(bytes).expect("delivered frame parses");
-    let Some(etherparse::NetSlice::Ipv4(ip)) = packet.net else {
-        panic!("not IPv4")
-    };
+    let Some(etherparse::NetSlice::Ipv4(ip)) = packet.net else { panic!("not IPv4") };
     let header = ip.header().to_header();
     // leaf, spine, leaf.
     assert_eq!(header.time_to_live, 61);
@@ -143,24 +132,12 @@ fn full_queue_tail_drops() {
         harness.send(0, frame(0, 99, 1000, 986));
     }
     harness.run_until(SimTime(100_000_000));
-    let queue_drops = harness
-        .dropped
-        .iter()
-        .filter(|d| d.1 == DropReason::QueueFull)
-        .count();
+    let queue_drops = harness.dropped.iter().filter(|d| d.1 == DropReason::QueueFull).count();
     // 512 KiB of queue holds about 512 frames of 1024 wire bytes.
-    assert!(
-        (500..=512).contains(&(bursts - queue_drops)),
-        "accepted {}",
-        bursts - queue_drops
-    );
+    assert!((500..=512).contains(&(bursts - queue_drops)), "accepted {}", bursts - queue_drops);
     assert_eq!(harness.delivered.len() + queue_drops, bursts);
     // Delivered in order, spaced by the bottleneck's serialization time.
-    let gaps: Vec<u64> = harness
-        .delivered
-        .windows(2)
-        .map(|w| (w[1].0 - w[0].0).as_nanos())
-        .collect();
+    let gaps: Vec<u64> = harness.delivered.windows(2).map(|w| (w[1].0 - w[0].0).as_nanos()).collect();
     assert!(gaps.iter().all(|&gap| gap == 820), "{gaps:?}");
 }
 
@@ -170,10 +147,7 @@ fn oversize_packets_are_dropped_for_mtu() {
     harness.send(0, frame(0, 99, 1000, 1501));
     harness.send(0, frame(0, 99, 1000, 1500));
     harness.run_until(SimTime(1_000_000));
-    assert_eq!(
-        harness.dropped,
-        vec![(SimTime::ZERO, DropReason::MtuExceeded, NodeId(0))]
-    );
+    assert_eq!(harness.dropped, vec![(SimTime::ZERO, DropReason::MtuExceeded, NodeId(0))]);
     assert_eq!(harness.delivered.len(), 1);
 }
 
@@ -183,14 +157,9 @@ fn link_failure_loses_frames_until_detection_then_reroutes() {
     // Find a source port whose flow takes uplink 0 of host 0.
     let uplink0 = harness.fabric.topology().ports(NodeId(0))[0].link;
     let src_port = (1000..2000)
-        .find(|&port| {
-            match harness
-                .fabric
-                .send(SimTime::ZERO, NodeId(0), frame(0, 99, port, 100))
-            {
-                Forward::Transmit(t) => t.link == uplink0,
-                _ => false,
-            }
+        .find(|&port| match harness.fabric.send(SimTime::ZERO, NodeId(0), frame(0, 99, port, 100)) {
+            Forward::Transmit(t) => t.link == uplink0,
+            _ => false,
         })
         .expect("some flow hashes to uplink 0");
     harness.fabric = Fabric::new(&FabricConfig::default()).expect("valid");
@@ -206,19 +175,13 @@ fn link_failure_loses_frames_until_detection_then_reroutes() {
     assert_eq!(harness.delivered.len(), 1);
     assert_eq!(
         harness.fabric.poll_event(),
-        Some(FabricEvent::RoutingUpdated {
-            element: Element::Link(uplink0),
-            up: false
-        })
+        Some(FabricEvent::RoutingUpdated { element: Element::Link(uplink0), up: false })
     );
 }
 
 #[test]
 fn frames_in_flight_die_with_their_switch() {
-    let config = FabricConfig {
-        spines: 1,
-        ..FabricConfig::default()
-    };
+    let config = FabricConfig { spines: 1, ..FabricConfig::default() };
     let mut harness = Harness::new(config);
     harness.send(0, frame(0, 99, 1000, 1000));
     // After the first hop (~1.8 us) the frame is headed for the only spine.
@@ -228,26 +191,17 @@ fn frames_in_flight_die_with_their_switch() {
     harness.run_until(SimTime(1_000_000));
     assert_eq!(harness.delivered.len(), 0);
     assert_eq!(harness.dropped.len(), 1);
-    assert!(matches!(
-        harness.dropped[0].1,
-        DropReason::LinkDown | DropReason::NodeDown
-    ));
+    assert!(matches!(harness.dropped[0].1, DropReason::LinkDown | DropReason::NodeDown));
     // With the only spine gone and detected, other pairs are unreachable.
     harness.run_until(SimTime(100_000_000));
     harness.send(0, frame(0, 99, 1000, 1000));
     harness.run_until(SimTime(200_000_000));
-    assert_eq!(
-        harness.dropped.last().map(|d| d.1),
-        Some(DropReason::NoRoute)
-    );
+    assert_eq!(harness.dropped.last().map(|d| d.1), Some(DropReason::NoRoute));
 }
 
 #[test]
 fn recovery_is_used_after_detection() {
-    let config = FabricConfig {
-        spines: 1,
-        ..FabricConfig::default()
-    };
+    let config = FabricConfig { spines: 1, ..FabricConfig::default() };
     let mut harness = Harness::new(config);
     let spine = harness.fabric.topology().spine(0);
     harness.fabric.fail(SimTime::ZERO, Element::Node(spine));
@@ -285,20 +239,14 @@ fn ecmp_spreads_flows_over_spines_and_keeps_each_flow_on_one_path() {
     }
     // Two leaves x four spines: eight leaf-to-spine links, each about 500 flows.
     assert_eq!(per_link.len(), 8);
-    assert!(
-        per_link.values().all(|&n| (400..600).contains(&n)),
-        "{per_link:?}"
-    );
+    assert!(per_link.values().all(|&n| (400..600).contains(&n)), "{per_link:?}");
 }
 
 #[test]
 fn uniform_seeding_polarizes_the_second_tier() {
     // With every switch on the same seed, the leaf's spine choice is a function of the host's
     // uplink choice: flows that took uplink 0 reach only some spines.
-    let config = FabricConfig {
-        ecmp_seeding: EcmpSeeding::Uniform,
-        ..FabricConfig::default()
-    };
+    let config = FabricConfig { ecmp_seeding: EcmpSeeding::Uniform, ..FabricConfig::default() };
     let mut fabric = Fabric::new(&config).expect("valid");
     let mut pairs = std::collections::BTreeSet::new();
     for port in 0..2000u16 {
@@ -307,9 +255,7 @@ fn uniform_seeding_polarizes_the_second_tier() {
             panic!("sent");
         };
         let uplink = first.link;
-        let Forward::Transmit(second) = fabric.arrive(first.arrive_at, first) else {
-            panic!("forwarded")
-        };
+        let Forward::Transmit(second) = fabric.arrive(first.arrive_at, first) else { panic!("forwarded") };
         pairs.insert((uplink, second.to));
     }
     // Hash mod 2 picks the uplink, the same hash mod 4 the spine: only 2 spines per uplink.

@@ -121,9 +121,7 @@ pub enum TopologyError {
     #[error("`{0}`: bandwidth must be positive and the MTU at least 68 bytes (RFC 791)")]
     BadLink(&'static str),
     /// More nodes than addresses or identifiers allow.
-    #[error(
-        "{0} nodes is more than the fabric supports (at most 1,000,000 hosts and 65,535 switches)"
-    )]
+    #[error("{0} nodes is more than the fabric supports (at most 1,000,000 hosts and 65,535 switches)")]
     TooLarge(u64),
 }
 
@@ -171,16 +169,13 @@ impl Topology {
                 return Err(TopologyError::Zero(name));
             }
         }
-        if config.leaves % config.uplinks_per_host != 0 {
+        if !config.leaves.is_multiple_of(config.uplinks_per_host) {
             return Err(TopologyError::LeafGrouping {
                 leaves: config.leaves,
                 uplinks: config.uplinks_per_host,
             });
         }
-        for (name, link) in [
-            ("host_link", &config.host_link),
-            ("fabric_link", &config.fabric_link),
-        ] {
+        for (name, link) in [("host_link", &config.host_link), ("fabric_link", &config.fabric_link)] {
             if link.bandwidth_bps == 0 || link.mtu_bytes < 68 {
                 return Err(TopologyError::BadLink(name));
             }
@@ -201,12 +196,8 @@ impl Topology {
         for _ in 0..config.spines {
             graph.add_node(NodeKind::Spine);
         }
-        let mut topology = Topology {
-            config: config.clone(),
-            graph,
-            ports: vec![Vec::new(); total],
-            link_ends: Vec::new(),
-        };
+        let mut topology =
+            Topology { config: config.clone(), graph, ports: vec![Vec::new(); total], link_ends: Vec::new() };
         let groups = config.leaves / config.uplinks_per_host;
         let hosts_per_group = config.hosts.div_ceil(groups);
         for host in 0..config.hosts {
@@ -226,25 +217,11 @@ impl Topology {
 
     fn connect(&mut self, a: NodeId, b: NodeId) {
         let link = LinkId(self.link_ends.len() as u32);
-        self.graph.add_edge(
-            NodeIndex::new(a.0 as usize),
-            NodeIndex::new(b.0 as usize),
-            link,
-        );
+        self.graph.add_edge(NodeIndex::new(a.0 as usize), NodeIndex::new(b.0 as usize), link);
         let a_port = self.ports[a.0 as usize].len() as u16;
         let b_port = self.ports[b.0 as usize].len() as u16;
-        self.ports[a.0 as usize].push(Port {
-            link,
-            peer: b,
-            direction: 0,
-            peer_port: b_port,
-        });
-        self.ports[b.0 as usize].push(Port {
-            link,
-            peer: a,
-            direction: 1,
-            peer_port: a_port,
-        });
+        self.ports[a.0 as usize].push(Port { link, peer: b, direction: 0, peer_port: b_port });
+        self.ports[b.0 as usize].push(Port { link, peer: a, direction: 1, peer_port: a_port });
         self.link_ends.push([(a, a_port), (b, b_port)]);
     }
 
@@ -308,11 +285,7 @@ impl Topology {
     /// The properties of `link`, by its class.
     pub fn link_config(&self, link: LinkId) -> &LinkConfig {
         let [(a, _), _] = self.link_ends(link);
-        if self.kind(a) == NodeKind::Host {
-            &self.config.host_link
-        } else {
-            &self.config.fabric_link
-        }
+        if self.kind(a) == NodeKind::Host { &self.config.host_link } else { &self.config.fabric_link }
     }
 
     /// The underlay IPv4 address of a host.
@@ -339,10 +312,7 @@ impl Topology {
         let (kind, index) = match self.kind(node) {
             NodeKind::Host => (NodeKind::Host, node.0),
             NodeKind::Leaf => (NodeKind::Leaf, node.0 - self.config.hosts),
-            NodeKind::Spine => (
-                NodeKind::Spine,
-                node.0 - self.config.hosts - self.config.leaves,
-            ),
+            NodeKind::Spine => (NodeKind::Spine, node.0 - self.config.hosts - self.config.leaves),
         };
         NodeName { kind, index }
     }
@@ -395,11 +365,7 @@ impl Topology {
     pub fn example_port_names(&self) -> Vec<String> {
         let mut names = vec![self.port_name(NodeId(0), 0)];
         let leaf = self.leaf(0);
-        if let Some(spine_port) = self
-            .ports(leaf)
-            .iter()
-            .position(|p| self.kind(p.peer) == NodeKind::Spine)
-        {
+        if let Some(spine_port) = self.ports(leaf).iter().position(|p| self.kind(p.peer) == NodeKind::Spine) {
             names.push(self.port_name(leaf, spine_port as u16));
         }
         names
@@ -454,9 +420,7 @@ mod tests {
             let node = topology.node_by_name(name).expect(name);
             assert_eq!(topology.node_name(node).to_string(), name);
         }
-        for name in [
-            "host-100", "leaf-20", "spine-4", "router-1", "host-x", "host-07", "host",
-        ] {
+        for name in ["host-100", "leaf-20", "spine-4", "router-1", "host-x", "host-07", "host"] {
             assert_eq!(topology.node_by_name(name), None, "{name}");
         }
         let (node, port) = topology.port_by_name("host-7:uplink1").expect("exists");
@@ -471,31 +435,16 @@ mod tests {
     fn addresses_map_both_ways() {
         let topology = Topology::build(&FabricConfig::default()).expect("valid");
         assert_eq!(topology.host_ip(NodeId(0)), Ipv4Addr::new(172, 16, 0, 1));
-        assert_eq!(
-            topology.host_by_ip(Ipv4Addr::new(172, 16, 0, 100)),
-            Some(NodeId(99))
-        );
+        assert_eq!(topology.host_by_ip(Ipv4Addr::new(172, 16, 0, 100)), Some(NodeId(99)));
         assert_eq!(topology.host_by_ip(Ipv4Addr::new(172, 16, 0, 101)), None);
         assert_eq!(topology.host_by_ip(Ipv4Addr::new(172, 16, 0, 0)), None);
     }
 
     #[test]
     fn bad_configs_are_errors() {
-        let mut config = FabricConfig {
-            leaves: 3,
-            ..FabricConfig::default()
-        };
-        assert!(matches!(
-            Topology::build(&config),
-            Err(TopologyError::LeafGrouping { .. })
-        ));
-        config = FabricConfig {
-            spines: 0,
-            ..FabricConfig::default()
-        };
-        assert_eq!(
-            Topology::build(&config).unwrap_err(),
-            TopologyError::Zero("spines")
-        );
+        let mut config = FabricConfig { leaves: 3, ..FabricConfig::default() };
+        assert!(matches!(Topology::build(&config), Err(TopologyError::LeafGrouping { .. })));
+        config = FabricConfig { spines: 0, ..FabricConfig::default() };
+        assert_eq!(Topology::build(&config).unwrap_err(), TopologyError::Zero("spines"));
     }
 }

@@ -1,1 +1,180 @@
+//! Scenario loading, data-driven: each case is a file and the diagnostics it must produce.
 
+use super::*;
+
+const HEADER: &str = "name = \"t\"\nseed = 3\nduration = \"1s\"\n";
+
+/// Loads `text` as `t.toml` and compares the rendered diagnostics with `expected` (one per
+/// line; empty for a valid file).
+fn check(text: &str, expected: &str) {
+    let rendered = match Scenario::parse(Path::new("t.toml"), text) {
+        Ok(_) => String::new(),
+        Err(error) => error.to_string(),
+    };
+    assert_eq!(rendered.trim(), expected.trim(), "\n--- file ---\n{text}");
+}
+
+#[test]
+fn a_minimal_file_is_valid_and_defaults_to_the_test_bed() {
+    let scenario = Scenario::parse(Path::new("t.toml"), HEADER).expect("valid");
+    assert_eq!(scenario.fabric, FabricConfig::default());
+    assert_eq!(scenario.seed, 3);
+    assert_eq!(scenario.duration, SimDuration::from_secs(1));
+    assert!(scenario.traffic.is_empty() && scenario.events.is_empty() && scenario.checks.is_empty());
+}
+
+#[test]
+fn syntax_errors_name_line_and_column() {
+    check("name = \"x\"\nseed = [\n", "t.toml:2:9: error: unclosed array, expected `]`");
+    check(
+        "name = \"x\"\nduration = \"1s\"\nseed = \"abc\"\n",
+        "t.toml:3:8: error: invalid type: string \"abc\", expected u64",
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    check(
+        &format!("{HEADER}[fabric_typo]\nx = 1\n"),
+        "t.toml:4:2: error: unknown field `fabric_typo`, expected one of `name`, `seed`, `duration`, `description`, `events_max`, `fabric`, `traffic`, `event`, `check`",
+    );
+    check(
+        &format!("{HEADER}[fabric]\nhost = 3\n"),
+        "t.toml:5:1: error: unknown field `host`, expected one of `hosts`, `leaves`, `spines`, `uplinks_per_host`, `mtu`, `detection_delay`, `ecmp_seeding`, `host_link`, `fabric_link`",
+    );
+}
+
+#[test]
+fn quantities_need_units() {
+    check(
+        "name = \"x\"\nduration = 5\n",
+        "t.toml:2:12: error: `5` has no unit: write a duration such as \"500ms\"",
+    );
+    check(
+        "name = \"x\"\nduration = \"5 parsecs\"\n",
+        "t.toml:2:12: error: duration `5 parsecs`: unknown unit `parsecs` (units: ns, us, µs, ms, s)",
+    );
+    check(
+        &format!("{HEADER}[fabric]\nhost_link = {{ bandwidth = \"10GB/s\" }}\n"),
+        "t.toml:5:27: error: bandwidth `10GB/s`: unknown unit `GB/s` (units: bps, kbps, Mbps, Gbps, Tbps, b/s, kb/s, Mb/s, Gb/s, Tb/s)",
+    );
+}
+
+#[test]
+fn names_must_exist_in_the_fabric() {
+    let text = format!(
+        "{HEADER}[[traffic]]\nfrom = \"host-100\"\nto = \"host-5..2\"\nrate = \"1k/s\"\n\n\
+         [[event]]\nat = \"1ms\"\naction = \"fail\"\nlink = \"leaf-0:leaf-1\"\n\n\
+         [[event]]\nat = \"2ms\"\naction = \"fail\"\nswitch = \"host-3\"\n"
+    );
+    check(
+        &text,
+        "t.toml:5:8: error: `host-100` is not a host: write `host-N` (0 <= N < 100), `host-A..B` or `all`\n\
+         t.toml:6:6: error: `host-5..2` is not a host range: write `host-A..B` (A through B) with 0 <= A <= B < 100\n\
+         t.toml:12:8: error: link `leaf-0:leaf-1` does not exist in this fabric: write a port name such as `host-0:uplink0` or `leaf-0:spine-0`\n\
+         t.toml:17:10: error: switch `host-3` does not exist in this fabric: write `leaf-N` or `spine-N`",
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = format!(
+        "{HEADER}[[traffic]]\nfrom = \"host-1\"\nto = \"host-1\"\nrate = \"1k/s\"\nsize = \"20B\"\n\n\
+         [[event]]\nat = \"2s\"\naction = \"fail\"\nhost = \"host-1\"\n\n\
+         [[check]]\nkind = \"delivery_ratio\"\nmin = 1.5\n"
+    );
+    check(
+        &text,
+        "t.toml:4:1: error: traffic `traffic-0`: `from` and `to` must allow a flow between two different hosts\n\
+         t.toml:8:8: error: traffic `traffic-0`: `size` 20B must be between 52B (headers and probe payload) and 65535B\n\
+         t.toml:11:6: error: event at 2s is not before the scenario's duration\n\
+         t.toml:17:7: error: `min` is a ratio between 0 and 1",
+    );
+}
+
+#[test]
+fn events_must_alternate_per_element() {
+    let text = format!(
+        "{HEADER}[[event]]\nat = \"1ms\"\naction = \"recover\"\nswitch = \"spine-0\"\n\n\
+         [[event]]\nat = \"2ms\"\naction = \"fail\"\nhost = \"host-1\"\nlink = \"host-1:uplink0\"\n"
+    );
+    check(
+        &text,
+        "t.toml:4:1: error: recover of `spine-0` at 1ms: it is not failed then\n\
+         t.toml:9:1: error: an event names exactly one of `link`, `switch` or `host`",
+    );
+}
+
+#[test]
+fn fabric_shape_errors_point_at_the_fabric_table() {
+    check(
+        &format!("{HEADER}[fabric]\nleaves = 3\n"),
+        "t.toml:4:1: error: [fabric]: `leaves` (3) must be a multiple of `uplinks_per_host` (2)",
+    );
+    check(
+        &format!("{HEADER}[fabric]\nfabric_link = {{ mtu = \"100KiB\" }}\n"),
+        "t.toml:4:1: error: [fabric] fabric_link: MTU 100KiB must be between 68B and 65535B",
+    );
+    check(
+        &format!("{HEADER}[fabric]\nmtu = \"40B\"\n"),
+        "t.toml:4:1: error: [fabric] mtu: MTU 40B must be between 68B and 65535B",
+    );
+}
+
+#[test]
+fn checks_resolve_traffic_names_and_default_their_names() {
+    let text = format!(
+        "{HEADER}[[traffic]]\nname = \"web\"\nfrom = \"host-0\"\nto = \"all\"\nrate = \"1k/s\"\n\n\
+         [[check]]\nkind = \"delivery_ratio\"\nmin = 0.5\ntraffic = \"web\"\n\n\
+         [[check]]\nkind = \"delivery_ratio\"\nmin = 0.5\ntraffic = \"db\"\n"
+    );
+    check(&text, "t.toml:18:11: error: no traffic entry is named `db`");
+    let valid = text.replace("\"db\"", "\"web\"\nname = \"web-again\"");
+    let scenario = Scenario::parse(Path::new("t.toml"), &valid).expect("valid");
+    let names: Vec<&str> = scenario.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["delivery_ratio[web]", "web-again"]);
+    assert_eq!(scenario.traffic[0].to.len(), 100);
+}
+
+#[test]
+fn check_names_must_be_unique() {
+    let text = format!(
+        "{HEADER}[[check]]\nkind = \"loss_only_in_failure_windows\"\n\n[[check]]\nkind = \"loss_only_in_failure_windows\"\n"
+    );
+    check(
+        &text,
+        "t.toml:7:1: error: check name `loss_only_in_failure_windows` is used twice (give one a `name`)",
+    );
+}
+
+#[test]
+fn failure_windows_extend_past_recovery_by_the_detection_delay() {
+    let text = format!(
+        "{HEADER}[[event]]\nat = \"100ms\"\naction = \"fail\"\nswitch = \"spine-1\"\n\n\
+         [[event]]\nat = \"300ms\"\naction = \"recover\"\nswitch = \"spine-1\"\n\n\
+         [[event]]\nat = \"500ms\"\naction = \"fail\"\nlink = \"leaf-2:spine-3\"\n"
+    );
+    let scenario = Scenario::parse(Path::new("t.toml"), &text).expect("valid");
+    let windows = scenario.failure_windows();
+    assert_eq!(
+        windows,
+        vec![
+            FailureWindow { target: "spine-1".into(), from_ns: 100_000_000, until_ns: Some(350_000_000) },
+            FailureWindow { target: "leaf-2:spine-3".into(), from_ns: 500_000_000, until_ns: None },
+        ]
+    );
+}
+
+#[test]
+fn the_shipped_scenarios_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("scenarios/ exists") {
+        let path = entry.expect("readable entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            count += 1;
+        }
+    }
+    assert!(count >= 2, "found {count} scenarios");
+}
