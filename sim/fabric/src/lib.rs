@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use netsim_core::checksum;
-use netsim_core::packet::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ethertype};
+use netsim_core::packet::ETHERNET_HEADER_LEN;
 use netsim_core::{FiveTuple, SimDuration, SimTime, hash::hash_bytes, mix64};
 
 pub use routing::RoutingTable;
@@ -466,16 +466,19 @@ impl Fabric {
     }
 }
 
-/// The destination address of an Ethernet II / IPv4 frame with a valid-looking header.
+/// The destination address of an Ethernet II / IPv4 frame, read with etherparse's zero-copy
+/// slices: `None` unless the Ethernet header is complete, the EtherType is IPv4 and the IPv4
+/// header is well formed (version, header length, total length).
 fn ipv4_destination(frame: &[u8]) -> Option<std::net::Ipv4Addr> {
-    if ethertype(frame)? != ETHERTYPE_IPV4 {
+    let ethernet = etherparse::Ethernet2HeaderSlice::from_slice(frame).ok()?;
+    if ethernet.ether_type() != etherparse::EtherType::IPV4 {
         return None;
     }
-    let ip = frame.get(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 20)?;
-    if ip[0] >> 4 != 4 || ip[0] & 0x0f < 5 {
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[ETHERNET_HEADER_LEN..]).ok()?;
+    if usize::from(ip.total_len()) > frame.len() - ETHERNET_HEADER_LEN {
         return None;
     }
-    Some(std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]))
+    Some(ip.destination_addr())
 }
 
 /// Decrements the IPv4 TTL of a frame, updating the header checksum (RFC 1624). `false` when

@@ -273,3 +273,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn truncated_and_non_ip_frames_are_malformed() {
+    let mut fabric = Fabric::new(&FabricConfig::default()).expect("valid");
+    let whole = frame(0, 9, 1000, 200);
+    let mut arp = whole.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    for bytes in [whole[..whole.len() - 1].to_vec(), whole[..20].to_vec(), arp, Vec::new()] {
+        let forward = fabric.send(SimTime::ZERO, NodeId(0), bytes);
+        assert!(matches!(forward, Forward::Drop { reason: DropReason::Malformed, .. }), "{forward:?}");
+    }
+}
