@@ -1,17 +1,25 @@
 //! `netsim-control`: the control plane, as sans-IO state machines.
 //!
-//! This crate will hold the Kubernetes side and the network managers that turn it into
-//! forwarding state:
+//! It holds the Kubernetes side and the logic that turns it into forwarding state:
 //!
-//! - the Kubernetes object model (namespaces, pods, deployments, services and endpoints,
-//!   NetworkPolicy), loaded from real YAML manifests, with a scheduler and IPAM;
-//! - the OpenContrail network manager (a virtual network per `name` label, `uses` labels as
-//!   policy, a service's ClusterIP as a floating IP on every backend) and its control nodes,
-//!   which push routes to the vrouter agents as messages;
-//! - the Calico side: per-node IPAM blocks, BGP route distribution (full mesh or route
-//!   reflectors), and felix's compilation of NetworkPolicy into rule chains.
+//! - [`k8s`]: the Kubernetes object model (namespaces, pods, deployments and replication
+//!   controllers, services, NetworkPolicy), and [`k8s::manifest`], loading real multi-document
+//!   YAML manifests with errors that name file, document and field;
+//! - [`netpol`]: a reference evaluator of NetworkPolicy, written from the Kubernetes
+//!   documentation and independent of both data planes: the oracle they are judged against;
+//! - [`labels`]: the seeds' `name`/`uses` isolation model and its reference evaluator;
+//! - [`cluster`]: the cluster's state: pods stamped out of workloads, scheduled on hosts
+//!   ([`scheduler`]), given addresses ([`ipam`]), and services with their endpoints.
 //!
-//! Its messages travel as packets over the simulated fabric, so control-plane faults and delays
-//! are real. It knows nothing of the fabric's internals and never reads a clock.
+//! Still to come (the control-plane issue): the OpenContrail network manager and its control
+//! nodes, the Calico side (IPAM blocks, BGP, felix's policy compilation), and churn.
 //!
-//! **Status:** not yet implemented; the control-plane issue fills it.
+//! **Architecture invariant:** nothing here reads a clock, a file or the network. Manifests
+//! arrive as text; the simulator reads the files.
+
+pub mod cluster;
+pub mod ipam;
+pub mod k8s;
+pub mod labels;
+pub mod netpol;
+pub mod scheduler;

@@ -1,0 +1,456 @@
+//! The cluster's state: the declared objects made concrete. Workloads are stamped into pods,
+//! pods are scheduled and addressed, services get ClusterIPs and endpoints.
+//!
+//! Everything is kept in creation order (vectors and ordered maps), so that whatever a data
+//! plane or a check derives from it is deterministic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::ipam::{AddressPool, IpamMode, PodIpam};
+use crate::k8s::{
+    ClusterIpRequest, Labels, Namespace, NetworkPolicy, Objects, Pod, Protocol, Service, ServicePort, TargetPort,
+};
+use crate::netpol::{Endpoint, PodView};
+use crate::scheduler::Scheduler;
+
+/// Cluster-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Number of hosts (nodes) pods can run on; host `i` is `host-i`.
+    pub hosts: u32,
+    /// Most pods a host runs (Kubernetes' default: 110).
+    pub pods_per_host_max: u32,
+    /// Where pod addresses come from.
+    pub pod_cidr: Ipv4Net,
+    /// Where ClusterIPs come from.
+    pub service_cidr: Ipv4Net,
+    /// How pod addresses are organised.
+    pub ipam: IpamMode,
+}
+
+impl Default for ClusterConfig {
+    /// 100 hosts, 110 pods each, pods in 10.0.0.0/16 (the seeds' private space), services in
+    /// 10.96.0.0/12 (Kubernetes' default), cluster-wide addressing.
+    fn default() -> Self {
+        ClusterConfig {
+            hosts: 100,
+            pods_per_host_max: 110,
+            pod_cidr: "10.0.0.0/16".parse().expect("a valid CIDR literal"),
+            service_cidr: "10.96.0.0/12".parse().expect("a valid CIDR literal"),
+            ipam: IpamMode::ClusterWide,
+        }
+    }
+}
+
+/// Why objects could not be applied to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterError {
+    /// The object, as `Kind namespace/name`.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+/// Index of a pod in [`Cluster::pods`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodId(pub u32);
+
+/// A running pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodState {
+    /// The pod as declared (or stamped from a workload).
+    pub pod: Pod,
+    /// The host it runs on.
+    pub host: u32,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Whether its address lies outside its host's blocks (host-block IPAM only).
+    pub borrowed_ip: bool,
+}
+
+impl PodState {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.pod.namespace, self.pod.name)
+    }
+}
+
+/// One backend of one service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// The pod.
+    pub pod: PodId,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The port on the pod.
+    pub port: u16,
+}
+
+/// A service with its address and endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceState {
+    /// The service as declared.
+    pub service: Service,
+    /// Its ClusterIP (`None` when headless).
+    pub cluster_ip: Option<Ipv4Addr>,
+    /// Backends of each port, in the order of `service.ports`.
+    pub backends: Vec<Vec<Backend>>,
+}
+
+impl ServiceState {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.service.namespace, self.service.name)
+    }
+
+    /// The service port matching `port`/`protocol`, with its index.
+    pub fn port(&self, port: u16, protocol: Protocol) -> Option<(usize, &ServicePort)> {
+        self.service.ports.iter().enumerate().find(|(_, p)| p.port == port && p.protocol == protocol)
+    }
+}
+
+/// The cluster.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    config: ClusterConfig,
+    namespaces: BTreeMap<String, Namespace>,
+    pods: Vec<PodState>,
+    pods_by_ip: BTreeMap<Ipv4Addr, PodId>,
+    pods_by_key: BTreeMap<(String, String), PodId>,
+    services: Vec<ServiceState>,
+    policies: Vec<NetworkPolicy>,
+    scheduler: Scheduler,
+    ipam: PodIpam,
+    service_ips: AddressPool,
+}
+
+impl Cluster {
+    /// An empty cluster with the `default` namespace.
+    pub fn new(config: ClusterConfig) -> Cluster {
+        let mut cluster = Cluster {
+            namespaces: BTreeMap::new(),
+            pods: Vec::new(),
+            pods_by_ip: BTreeMap::new(),
+            pods_by_key: BTreeMap::new(),
+            services: Vec::new(),
+            policies: Vec::new(),
+            scheduler: Scheduler::new(config.hosts, config.pods_per_host_max),
+            ipam: PodIpam::new(config.pod_cidr, config.ipam),
+            // .0 is the network, .1 the API server's service.
+            service_ips: AddressPool::new(config.service_cidr, 2),
+            config,
+        };
+        cluster.ensure_namespace("default");
+        cluster
+    }
+
+    /// Builds a cluster from declared objects.
+    pub fn build(config: ClusterConfig, objects: Objects) -> Result<Cluster, Vec<ClusterError>> {
+        let mut cluster = Cluster::new(config);
+        cluster.apply(objects)?;
+        Ok(cluster)
+    }
+
+    /// Creates declared objects: namespaces, then pods with pinned addresses, then the other
+    /// pods and the workloads' pods in declaration order, then services and policies. Every
+    /// problem is reported; on error the cluster may be partly updated.
+    pub fn apply(&mut self, objects: Objects) -> Result<(), Vec<ClusterError>> {
+        let mut errors = Vec::new();
+        for namespace in objects.namespaces {
+            if self.namespaces.contains_key(&namespace.name) && namespace.name != "default" {
+                errors.push(ClusterError { object: format!("Namespace {}", namespace.name), message: "declared twice".into() });
+            }
+            self.namespaces.insert(namespace.name.clone(), namespace);
+        }
+        let mut pods: Vec<Pod> = objects.pods;
+        for workload in &objects.workloads {
+            for index in 0..workload.replicas {
+                pods.push(Pod {
+                    namespace: workload.namespace.clone(),
+                    name: format!("{}-{index}", workload.name),
+                    template: workload.template.clone(),
+                    node: None,
+                    ip: None,
+                    owner: Some(format!("{}/{}", workload.kind, workload.name)),
+                });
+            }
+        }
+        // Pinned addresses first, so that allocation never hands one out.
+        pods.sort_by_key(|pod| pod.ip.is_none());
+        for pod in pods {
+            if let Err(message) = self.insert_pod(pod.clone()) {
+                errors.push(ClusterError { object: format!("Pod {}/{}", pod.namespace, pod.name), message });
+            }
+        }
+        for service in objects.services {
+            let object = format!("Service {}/{}", service.namespace, service.name);
+            if let Err(message) = self.add_service(service) {
+                errors.push(ClusterError { object, message });
+            }
+        }
+        for policy in objects.policies {
+            self.ensure_namespace(&policy.namespace);
+            self.policies.push(policy);
+        }
+        self.refresh_endpoints();
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    fn ensure_namespace(&mut self, name: &str) {
+        if !self.namespaces.contains_key(name) {
+            self.namespaces.insert(name.to_string(), Namespace::new(name, Labels::new()));
+        }
+    }
+
+    /// Schedules, addresses and records a pod, and updates the services' endpoints.
+    pub fn add_pod(&mut self, pod: Pod) -> Result<PodId, String> {
+        let id = self.insert_pod(pod)?;
+        self.refresh_endpoints();
+        Ok(id)
+    }
+
+    fn insert_pod(&mut self, pod: Pod) -> Result<PodId, String> {
+        let key = (pod.namespace.clone(), pod.name.clone());
+        if self.pods_by_key.contains_key(&key) {
+            return Err("a pod of this name already exists".into());
+        }
+        let host = match &pod.node {
+            Some(node) => {
+                let host = node
+                    .strip_prefix("host-")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .filter(|&h| h < self.config.hosts)
+                    .ok_or_else(|| format!("spec.nodeName: `{node}` is not a host of this cluster (host-0 to host-{})", self.config.hosts.saturating_sub(1)))?;
+                self.scheduler.pin(host).map_err(|e| e.to_string())?;
+                host
+            }
+            None => self.scheduler.place().map_err(|e| e.to_string())?,
+        };
+        let address = match pod.ip {
+            Some(ip) => self.ipam.reserve(host, ip).map(|borrowed| (ip, borrowed)),
+            None => self.ipam.allocate(host).map(|ip| (ip, false)),
+        };
+        let (ip, borrowed_ip) = match address {
+            Ok(address) => address,
+            Err(error) => {
+                self.scheduler.remove(host);
+                return Err(format!("address: {error}"));
+            }
+        };
+        self.ensure_namespace(&pod.namespace);
+        let id = PodId(self.pods.len() as u32);
+        self.pods.push(PodState { pod, host, ip, borrowed_ip });
+        self.pods_by_ip.insert(ip, id);
+        self.pods_by_key.insert(key, id);
+        Ok(id)
+    }
+
+    fn add_service(&mut self, service: Service) -> Result<(), String> {
+        if self.services.iter().any(|s| s.service.namespace == service.namespace && s.service.name == service.name) {
+            return Err("a service of this name already exists".into());
+        }
+        let cluster_ip = match service.cluster_ip {
+            ClusterIpRequest::Headless => None,
+            ClusterIpRequest::Fixed(ip) => {
+                self.service_ips.reserve(ip).map_err(|e| format!("spec.clusterIP: {e}"))?;
+                Some(ip)
+            }
+            ClusterIpRequest::Allocate => Some(self.service_ips.allocate().map_err(|e| format!("spec.clusterIP: {e}"))?),
+        };
+        self.ensure_namespace(&service.namespace);
+        self.services.push(ServiceState { service, cluster_ip, backends: Vec::new() });
+        Ok(())
+    }
+
+    /// Recomputes every service's backends from the selectors (as the endpoints controller).
+    fn refresh_endpoints(&mut self) {
+        for state in &mut self.services {
+            let Some(selector) = &state.service.selector else {
+                state.backends = vec![Vec::new(); state.service.ports.len()];
+                continue;
+            };
+            state.backends = state
+                .service
+                .ports
+                .iter()
+                .map(|service_port| {
+                    self.pods
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| {
+                            p.pod.namespace == state.service.namespace
+                                && selector.iter().all(|(k, v)| p.pod.template.labels.get(k) == Some(v))
+                        })
+                        .filter_map(|(index, p)| {
+                            let port = match &service_port.target_port {
+                                TargetPort::Number(n) => Some(*n),
+                                TargetPort::Name(name) => p
+                                    .pod
+                                    .template
+                                    .ports
+                                    .iter()
+                                    .find(|c| c.name.as_deref() == Some(name) && c.protocol == service_port.protocol)
+                                    .map(|c| c.port),
+                            }?;
+                            Some(Backend { pod: PodId(index as u32), ip: p.ip, port })
+                        })
+                        .collect()
+                })
+                .collect();
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Every pod, in creation order.
+    pub fn pods(&self) -> &[PodState] {
+        &self.pods
+    }
+
+    /// A pod by id.
+    pub fn pod(&self, id: PodId) -> &PodState {
+        &self.pods[id.0 as usize]
+    }
+
+    /// A pod by namespace and name.
+    pub fn pod_by_name(&self, namespace: &str, name: &str) -> Option<PodId> {
+        self.pods_by_key.get(&(namespace.to_string(), name.to_string())).copied()
+    }
+
+    /// The pod with this address.
+    pub fn pod_by_ip(&self, ip: Ipv4Addr) -> Option<PodId> {
+        self.pods_by_ip.get(&ip).copied()
+    }
+
+    /// Every service, in creation order.
+    pub fn services(&self) -> &[ServiceState] {
+        &self.services
+    }
+
+    /// The service with this ClusterIP or external IP.
+    pub fn service_by_ip(&self, ip: Ipv4Addr) -> Option<&ServiceState> {
+        self.services.iter().find(|s| s.cluster_ip == Some(ip) || s.service.external_ips.contains(&ip))
+    }
+
+    /// Every network policy, in creation order.
+    pub fn policies(&self) -> &[NetworkPolicy] {
+        &self.policies
+    }
+
+    /// Every namespace, by name.
+    pub fn namespaces(&self) -> &BTreeMap<String, Namespace> {
+        &self.namespaces
+    }
+
+    /// Pod address management (for host blocks).
+    pub fn ipam(&self) -> &PodIpam {
+        &self.ipam
+    }
+
+    /// The view of a pod that policy evaluation needs.
+    pub fn view(&self, id: PodId) -> PodView<'_> {
+        let state = self.pod(id);
+        let namespace = &self.namespaces[&state.pod.namespace];
+        PodView {
+            namespace: &state.pod.namespace,
+            namespace_labels: &namespace.labels,
+            labels: &state.pod.template.labels,
+            ip: state.ip,
+            ports: &state.pod.template.ports,
+        }
+    }
+
+    /// The policy endpoint for an address: a pod's view if a pod has it, else external.
+    pub fn endpoint(&self, ip: Ipv4Addr) -> Endpoint<'_> {
+        match self.pod_by_ip(ip) {
+            Some(id) => Endpoint::Pod(self.view(id)),
+            None => Endpoint::External(ip),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::manifest;
+
+    const PETSTORE: &str = r#"
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: frontend}
+spec:
+  replicas: 3
+  template:
+    metadata:
+      labels: {name: frontend, uses: redis-master}
+    spec:
+      containers:
+      - name: web
+        ports: [{containerPort: 3000, name: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: frontend, labels: {name: frontend}}
+spec:
+  selector: {name: frontend}
+  ports: [{port: 3000, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: redis-master, labels: {name: redis-master}}
+spec:
+  nodeName: host-42
+  containers: [{name: redis, ports: [{containerPort: 6379}]}]
+status: {podIP: 10.0.9.9}
+"#;
+
+    #[test]
+    fn workloads_become_scheduled_addressed_pods_behind_services() {
+        let (objects, warnings) = manifest::parse("petstore.yaml", PETSTORE).expect("valid");
+        assert!(warnings.is_empty());
+        let cluster = Cluster::build(ClusterConfig::default(), objects).expect("builds");
+        let names: Vec<String> = cluster.pods().iter().map(PodState::key).collect();
+        // The pinned pod is created first.
+        assert_eq!(names, ["default/redis-master", "default/frontend-0", "default/frontend-1", "default/frontend-2"]);
+        let redis = cluster.pod(cluster.pod_by_name("default", "redis-master").unwrap());
+        assert_eq!((redis.host, redis.ip), (42, "10.0.9.9".parse().unwrap()));
+        let frontend = &cluster.services()[0];
+        assert_eq!(frontend.cluster_ip, Some("10.96.0.2".parse().unwrap()));
+        let backends: Vec<(u32, u16)> = frontend.backends[0].iter().map(|b| (b.pod.0, b.port)).collect();
+        assert_eq!(backends, [(1, 3000), (2, 3000), (3, 3000)]);
+        // Spread: the three replicas on three different hosts, none on the pinned one.
+        let hosts: Vec<u32> = cluster.pods()[1..].iter().map(|p| p.host).collect();
+        assert_eq!(hosts, [0, 37, 74]);
+        assert_eq!(cluster.namespaces()["default"].labels[crate::k8s::NAMESPACE_NAME_LABEL], "default");
+    }
+
+    #[test]
+    fn conflicts_are_reported_per_object() {
+        let text = format!("{PETSTORE}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: squatter}}\nspec: {{nodeName: host-100}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: twin}}\nspec: {{}}\nstatus: {{podIP: 10.0.9.9}}\n");
+        let (objects, _) = manifest::parse("x.yaml", &text).expect("parses");
+        let errors = Cluster::build(ClusterConfig::default(), objects).unwrap_err();
+        let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rendered,
+            [
+                "Pod default/twin: address: 10.0.9.9 is already in use",
+                "Pod default/squatter: spec.nodeName: `host-100` is not a host of this cluster (host-0 to host-99)",
+            ]
+        );
+    }
+}
