@@ -12,7 +12,8 @@ use ipnet::Ipv4Net;
 
 use crate::ipam::{AddressPool, IpamMode, PodIpam};
 use crate::k8s::{
-    ClusterIpRequest, Labels, Namespace, NetworkPolicy, Objects, Pod, Protocol, Service, ServicePort, TargetPort,
+    ClusterIpRequest, Labels, Namespace, NetworkPolicy, Objects, Pod, Protocol, Service, ServicePort,
+    TargetPort,
 };
 use crate::netpol::{Endpoint, PodView};
 use crate::scheduler::Scheduler;
@@ -170,7 +171,10 @@ impl Cluster {
         let mut errors = Vec::new();
         for namespace in objects.namespaces {
             if self.namespaces.contains_key(&namespace.name) && namespace.name != "default" {
-                errors.push(ClusterError { object: format!("Namespace {}", namespace.name), message: "declared twice".into() });
+                errors.push(ClusterError {
+                    object: format!("Namespace {}", namespace.name),
+                    message: "declared twice".into(),
+                });
             }
             self.namespaces.insert(namespace.name.clone(), namespace);
         }
@@ -232,7 +236,12 @@ impl Cluster {
                     .strip_prefix("host-")
                     .and_then(|n| n.parse::<u32>().ok())
                     .filter(|&h| h < self.config.hosts)
-                    .ok_or_else(|| format!("spec.nodeName: `{node}` is not a host of this cluster (host-0 to host-{})", self.config.hosts.saturating_sub(1)))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "spec.nodeName: `{node}` is not a host of this cluster (host-0 to host-{})",
+                            self.config.hosts.saturating_sub(1)
+                        )
+                    })?;
                 self.scheduler.pin(host).map_err(|e| e.to_string())?;
                 host
             }
@@ -258,7 +267,11 @@ impl Cluster {
     }
 
     fn add_service(&mut self, service: Service) -> Result<(), String> {
-        if self.services.iter().any(|s| s.service.namespace == service.namespace && s.service.name == service.name) {
+        if self
+            .services
+            .iter()
+            .any(|s| s.service.namespace == service.namespace && s.service.name == service.name)
+        {
             return Err("a service of this name already exists".into());
         }
         let cluster_ip = match service.cluster_ip {
@@ -267,7 +280,9 @@ impl Cluster {
                 self.service_ips.reserve(ip).map_err(|e| format!("spec.clusterIP: {e}"))?;
                 Some(ip)
             }
-            ClusterIpRequest::Allocate => Some(self.service_ips.allocate().map_err(|e| format!("spec.clusterIP: {e}"))?),
+            ClusterIpRequest::Allocate => {
+                Some(self.service_ips.allocate().map_err(|e| format!("spec.clusterIP: {e}"))?)
+            }
         };
         self.ensure_namespace(&service.namespace);
         self.services.push(ServiceState { service, cluster_ip, backends: Vec::new() });
@@ -301,7 +316,9 @@ impl Cluster {
                                     .template
                                     .ports
                                     .iter()
-                                    .find(|c| c.name.as_deref() == Some(name) && c.protocol == service_port.protocol)
+                                    .find(|c| {
+                                        c.name.as_deref() == Some(name) && c.protocol == service_port.protocol
+                                    })
                                     .map(|c| c.port),
                             }?;
                             Some(Backend { pod: PodId(index as u32), ip: p.ip, port })
@@ -426,7 +443,10 @@ status: {podIP: 10.0.9.9}
         let cluster = Cluster::build(ClusterConfig::default(), objects).expect("builds");
         let names: Vec<String> = cluster.pods().iter().map(PodState::key).collect();
         // The pinned pod is created first.
-        assert_eq!(names, ["default/redis-master", "default/frontend-0", "default/frontend-1", "default/frontend-2"]);
+        assert_eq!(
+            names,
+            ["default/redis-master", "default/frontend-0", "default/frontend-1", "default/frontend-2"]
+        );
         let redis = cluster.pod(cluster.pod_by_name("default", "redis-master").unwrap());
         assert_eq!((redis.host, redis.ip), (42, "10.0.9.9".parse().unwrap()));
         let frontend = &cluster.services()[0];
@@ -441,7 +461,9 @@ status: {podIP: 10.0.9.9}
 
     #[test]
     fn conflicts_are_reported_per_object() {
-        let text = format!("{PETSTORE}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: squatter}}\nspec: {{nodeName: host-100}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: twin}}\nspec: {{}}\nstatus: {{podIP: 10.0.9.9}}\n");
+        let text = format!(
+            "{PETSTORE}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: squatter}}\nspec: {{nodeName: host-100}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: twin}}\nspec: {{}}\nstatus: {{podIP: 10.0.9.9}}\n"
+        );
         let (objects, _) = manifest::parse("x.yaml", &text).expect("parses");
         let errors = Cluster::build(ClusterConfig::default(), objects).unwrap_err();
         let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();

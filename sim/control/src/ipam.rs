@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(ipam.reserve(0, "10.0.0.3".parse().unwrap()), Ok(false));
         let got: Vec<Ipv4Addr> = (0..3).map(|h| ipam.allocate(h).unwrap()).collect();
         assert_eq!(got, ["10.0.0.2", "10.0.0.4", "10.0.0.5"].map(|a| a.parse::<Ipv4Addr>().unwrap()));
-        assert_eq!(ipam.reserve(0, "10.0.0.4".parse().unwrap()), Err(IpamError::InUse("10.0.0.4".parse().unwrap())));
+        assert_eq!(
+            ipam.reserve(0, "10.0.0.4".parse().unwrap()),
+            Err(IpamError::InUse("10.0.0.4".parse().unwrap()))
+        );
         assert!(matches!(ipam.reserve(0, "10.1.0.4".parse().unwrap()), Err(IpamError::OutOfRange { .. })));
         assert!(matches!(ipam.reserve(0, "10.0.0.1".parse().unwrap()), Err(IpamError::OutOfRange { .. })));
     }

@@ -80,7 +80,13 @@ impl LabelVerdict {
 }
 
 /// Judges a connection from pod `source` to `destination` on `port`/`protocol`.
-pub fn evaluate(cluster: &Cluster, source: PodId, destination: Ipv4Addr, port: u16, protocol: Protocol) -> LabelVerdict {
+pub fn evaluate(
+    cluster: &Cluster,
+    source: PodId,
+    destination: Ipv4Addr,
+    port: u16,
+    protocol: Protocol,
+) -> LabelVerdict {
     let source = cluster.pod(source);
     let source_collection = Collection::of(&source.pod.namespace, &source.pod.template.labels);
     if let Some(target) = cluster.pod_by_ip(destination) {
@@ -154,7 +160,9 @@ spec: {selector: {name: redis-master}, ports: [{port: 6379}]}
         let cluster = Cluster::build(ClusterConfig::default(), objects).expect("builds");
         let pod = |name: &str| cluster.pod_by_name("default", name).expect(name);
         let ip = |name: &str| cluster.pod(pod(name)).ip;
-        let vip = |name: &str| cluster.services().iter().find(|s| s.service.name == name).unwrap().cluster_ip.unwrap();
+        let vip = |name: &str| {
+            cluster.services().iter().find(|s| s.service.name == name).unwrap().cluster_ip.unwrap()
+        };
         let tcp = Protocol::Tcp;
         let check = |from: &str, to: Ipv4Addr, port: u16, expected: LabelVerdict| {
             assert_eq!(evaluate(&cluster, pod(from), to, port, tcp), expected, "{from} -> {to}:{port}");
@@ -163,10 +171,18 @@ spec: {selector: {name: redis-master}, ports: [{port: 6379}]}
         check("bps-0", vip("frontend"), 3001, LabelVerdict::PortNotInService("default/frontend".into()));
         check("bps-0", vip("redismaster"), 6379, LabelVerdict::ServiceNotUsed("default/redismaster".into()));
         check("bps-0", ip("frontend-0"), 3000, LabelVerdict::OtherCollection);
-        check("frontend-0", vip("redismaster"), 6379, LabelVerdict::UsesService("default/redismaster".into()));
+        check(
+            "frontend-0",
+            vip("redismaster"),
+            6379,
+            LabelVerdict::UsesService("default/redismaster".into()),
+        );
         check("frontend-0", ip("frontend-1"), 9999, LabelVerdict::SameCollection);
         check("frontend-0", ip("redis-master"), 6379, LabelVerdict::OtherCollection);
         check("redis-master", "192.0.2.1".parse().unwrap(), 80, LabelVerdict::Unknown);
-        assert_eq!(Collection::of("default", &cluster.pod(pod("bps-0")).pod.template.labels).to_string(), "default:bps");
+        assert_eq!(
+            Collection::of("default", &cluster.pod(pod("bps-0")).pod.template.labels).to_string(),
+            "default:bps"
+        );
     }
 }

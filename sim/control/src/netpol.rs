@@ -105,11 +105,15 @@ pub fn evaluate(
     protocol: Protocol,
 ) -> Verdict {
     let egress = match source {
-        Endpoint::Pod(pod) => direction(policies, pod, Direction::Egress, destination, destination, port, protocol),
+        Endpoint::Pod(pod) => {
+            direction(policies, pod, Direction::Egress, destination, destination, port, protocol)
+        }
         Endpoint::External(_) => Decision::NotIsolated,
     };
     let ingress = match destination {
-        Endpoint::Pod(pod) => direction(policies, pod, Direction::Ingress, source, destination, port, protocol),
+        Endpoint::Pod(pod) => {
+            direction(policies, pod, Direction::Ingress, source, destination, port, protocol)
+        }
         Endpoint::External(_) => Decision::NotIsolated,
     };
     Verdict { egress, ingress }
@@ -162,8 +166,10 @@ fn rule_allows(
     port: u16,
     protocol: Protocol,
 ) -> bool {
-    let port_matches = rule.ports.is_empty() || rule.ports.iter().any(|p| port_allows(p, destination, port, protocol));
-    let peer_matches = rule.peers.is_empty() || rule.peers.iter().any(|p| peer_matches(p, policy_namespace, peer));
+    let port_matches =
+        rule.ports.is_empty() || rule.ports.iter().any(|p| port_allows(p, destination, port, protocol));
+    let peer_matches =
+        rule.peers.is_empty() || rule.peers.iter().any(|p| peer_matches(p, policy_namespace, peer));
     port_matches && peer_matches
 }
 
@@ -178,10 +184,9 @@ fn port_allows(entry: &PolicyPort, destination: &Endpoint<'_>, port: u16, protoc
             (*start..=end).contains(&port)
         }
         Some(TargetPort::Name(name)) => match destination {
-            Endpoint::Pod(pod) => pod
-                .ports
-                .iter()
-                .any(|p| p.name.as_deref() == Some(name.as_str()) && p.protocol == protocol && p.port == port),
+            Endpoint::Pod(pod) => pod.ports.iter().any(|p| {
+                p.name.as_deref() == Some(name.as_str()) && p.protocol == protocol && p.port == port
+            }),
             Endpoint::External(_) => false,
         },
     }

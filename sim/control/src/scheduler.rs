@@ -42,8 +42,11 @@ impl Scheduler {
             let host = (u64::from(step) * u64::from(stride) % u64::from(hosts.max(1))) as usize;
             rank[host] = step;
         }
-        let candidates =
-            if pods_max == 0 { BTreeSet::new() } else { (0..hosts).map(|h| (0, rank[h as usize], h)).collect() };
+        let candidates = if pods_max == 0 {
+            BTreeSet::new()
+        } else {
+            (0..hosts).map(|h| (0, rank[h as usize], h)).collect()
+        };
         Scheduler { pods_max, load: vec![0; hosts as usize], rank, candidates }
     }
 

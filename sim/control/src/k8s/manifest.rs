@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    ClusterIpRequest, ContainerPort, Labels, LabelSelector, Namespace, NetworkPolicy, Objects, Operator,
-    Peer, Pod, PodTemplate, PolicyPort, PolicyRule, Protocol, Requirement, Service, ServicePort,
-    TargetPort, Workload, WorkloadKind,
+    ClusterIpRequest, ContainerPort, LabelSelector, Labels, Namespace, NetworkPolicy, Objects, Operator,
+    Peer, Pod, PodTemplate, PolicyPort, PolicyRule, Protocol, Requirement, Service, ServicePort, TargetPort,
+    Workload, WorkloadKind,
 };
 
 /// A problem in a manifest.
@@ -129,18 +129,34 @@ enum Document<'a> {
 }
 
 impl Document<'_> {
-    /// Deserializes the document as `T`; the error carries the file line when known.
+    /// Deserializes the document as `T`. The error names the field's path and carries the file
+    /// line when known.
     fn read<T: DeserializeOwned>(&self) -> Result<T, (Option<usize>, String)> {
         match self {
-            Document::Text { text, first_line } => serde_saphyr::from_str(text).map_err(|error| {
+            Document::Text { text, first_line } => {
+                let mut path = String::new();
+                let result = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
+                    serde_path_to_error::deserialize::<_, T>(deserializer).map_err(|error| {
+                        path = error.path().to_string();
+                        error.into_inner()
+                    })
+                });
+                let error = match result {
+                    Ok(value) => return Ok(value),
+                    Err(error) => error,
+                };
                 let line = error.location().map(|l| first_line + l.line() as usize - 1);
-                (line, plain_message(&error))
-            }),
-            Document::Value(value) => {
-                serde_json::from_value(value.clone()).map_err(|error| (None, error.to_string()))
+                Err((line, with_path(&path, &plain_message(&error))))
             }
+            Document::Value(value) => serde_path_to_error::deserialize::<_, T>(value.clone())
+                .map_err(|error| (None, with_path(&error.path().to_string(), &error.inner().to_string()))),
         }
     }
+}
+
+/// `path: message`, or the message alone at the document's root.
+fn with_path(path: &str, message: &str) -> String {
+    if path.is_empty() || path == "." { message.to_string() } else { format!("{path}: {message}") }
 }
 
 /// serde-saphyr's message without its rendered source snippet (we print our own location).
@@ -148,9 +164,13 @@ fn plain_message(error: &serde_saphyr::Error) -> String {
     let rendered = error.without_snippet().to_string();
     let first = rendered.lines().next().unwrap_or("").trim();
     // Drop a trailing " at line N, column M": the location is printed separately.
-    match first.rfind(" at line ") {
-        Some(at) => first[..at].to_string(),
-        None => first.to_string(),
+    let message = match first.rfind(" at line ") {
+        Some(at) => &first[..at],
+        None => first,
+    };
+    match message {
+        "invalid i64" | "invalid u64" | "invalid i32" | "invalid u32" => "expected an integer".to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -179,12 +199,23 @@ impl Loader<'_> {
         let head: Head = match document.read() {
             Ok(head) => head,
             Err((line, message)) => {
-                self.errors.push(ManifestError { source: self.source.into(), document: number, object: None, line, message });
+                self.errors.push(ManifestError {
+                    source: self.source.into(),
+                    document: number,
+                    object: None,
+                    line,
+                    message,
+                });
                 return;
             }
         };
         let Some(kind) = head.kind.clone() else {
-            self.error(number, None, None, "`kind` is missing: every object needs one (e.g. `kind: Pod`)".into());
+            self.error(
+                number,
+                None,
+                None,
+                "`kind` is missing: every object needs one (e.g. `kind: Pod`)".into(),
+            );
             return;
         };
         let name = head.metadata.as_ref().and_then(|m| m.name.clone());
@@ -203,11 +234,16 @@ impl Loader<'_> {
             });
             return;
         };
-        if let Some(api) = &head.api_version {
-            if api != expected_api {
-                self.error(number, object, None, format!("apiVersion: `{api}` is not `{expected_api}`, the version of {kind} netsim reads"));
-                return;
-            }
+        if let Some(api) = &head.api_version
+            && api != expected_api
+        {
+            self.error(
+                number,
+                object,
+                None,
+                format!("apiVersion: `{api}` is not `{expected_api}`, the version of {kind} netsim reads"),
+            );
+            return;
         }
         if kind != "List" && name.as_deref().is_none_or(str::is_empty) {
             self.error(number, object, None, "metadata.name: missing; every object needs a name".into());
@@ -506,10 +542,12 @@ fn template(template: Template, field: &str) -> Result<PodTemplate, String> {
             let field = format!("{field}.containers[{c}].ports[{p}]");
             let number = port_number(port.container_port, &format!("{field}.containerPort"))?;
             let protocol = protocol(port.protocol.as_deref(), &format!("{field}.protocol"))?;
-            if let Some(name) = &port.name {
-                if !valid_port_name(name) {
-                    return Err(format!("{field}.name: `{name}` is not a valid port name (1-15 lower-case letters, digits and hyphens)"));
-                }
+            if let Some(name) = &port.name
+                && !valid_port_name(name)
+            {
+                return Err(format!(
+                    "{field}.name: `{name}` is not a valid port name (1-15 lower-case letters, digits and hyphens)"
+                ));
             }
             ports.push(ContainerPort { name: port.name, port: number, protocol });
         }
@@ -524,7 +562,13 @@ fn pod(document: PodDocument) -> Result<Pod, String> {
         _ => None,
     };
     let node = document.spec.node_name.clone();
-    let template = template(Template { metadata: Metadata { labels: document.metadata.labels, ..Metadata::default() }, spec: document.spec }, "spec")?;
+    let template = template(
+        Template {
+            metadata: Metadata { labels: document.metadata.labels, ..Metadata::default() },
+            spec: document.spec,
+        },
+        "spec",
+    )?;
     Ok(Pod { namespace, name: document.metadata.name.unwrap_or_default(), template, node, ip, owner: None })
 }
 
@@ -555,7 +599,8 @@ fn deployment(document: DeploymentDocument) -> Result<Workload, String> {
 fn replication_controller(document: ReplicationControllerDocument) -> Result<Workload, String> {
     let template = template(document.spec.template, "spec.template.spec")?;
     // A replication controller without a selector selects its template's labels.
-    let selector = LabelSelector::from_labels(document.spec.selector.unwrap_or_else(|| template.labels.clone()));
+    let selector =
+        LabelSelector::from_labels(document.spec.selector.unwrap_or_else(|| template.labels.clone()));
     if selector.is_empty() || !selector.matches(&template.labels) {
         return Err("spec.selector: does not match spec.template.metadata.labels".into());
     }
@@ -574,7 +619,9 @@ fn service(document: ServiceDocument) -> Result<Service, String> {
     let node_ports = matches!(spec.service_type.as_deref(), Some("NodePort" | "LoadBalancer"));
     match spec.service_type.as_deref() {
         None | Some("ClusterIP" | "NodePort" | "LoadBalancer") => {}
-        Some(other) => return Err(format!("spec.type: `{other}` is not supported (ClusterIP, NodePort, LoadBalancer)")),
+        Some(other) => {
+            return Err(format!("spec.type: `{other}` is not supported (ClusterIP, NodePort, LoadBalancer)"));
+        }
     }
     if spec.ports.is_empty() {
         return Err("spec.ports: a service needs at least one port".into());
@@ -589,13 +636,21 @@ fn service(document: ServiceDocument) -> Result<Service, String> {
             Some(IntOrString::String(name)) => match name.parse::<i64>() {
                 Ok(n) => TargetPort::Number(port_number(n, &format!("{field}.targetPort"))?),
                 Err(_) if valid_port_name(&name) => TargetPort::Name(name),
-                Err(_) => return Err(format!("{field}.targetPort: `{name}` is neither a port number nor a valid port name")),
+                Err(_) => {
+                    return Err(format!(
+                        "{field}.targetPort: `{name}` is neither a port number nor a valid port name"
+                    ));
+                }
             },
         };
         let protocol = protocol(port.protocol.as_deref(), &format!("{field}.protocol"))?;
         let node_port = match port.node_port {
             Some(n) if node_ports => Some(port_number(n, &format!("{field}.nodePort"))?),
-            Some(_) => return Err(format!("{field}.nodePort: only NodePort and LoadBalancer services have node ports")),
+            Some(_) => {
+                return Err(format!(
+                    "{field}.nodePort: only NodePort and LoadBalancer services have node ports"
+                ));
+            }
             None => None,
         };
         if ports.iter().any(|p| p.port == number && p.protocol == protocol) {
@@ -637,7 +692,9 @@ fn label_selector(document: SelectorDocument, field: &str) -> Result<LabelSelect
             "NotIn" => Operator::NotIn,
             "Exists" => Operator::Exists,
             "DoesNotExist" => Operator::DoesNotExist,
-            other => return Err(format!("{field}.operator: `{other}` is not In, NotIn, Exists or DoesNotExist")),
+            other => {
+                return Err(format!("{field}.operator: `{other}` is not In, NotIn, Exists or DoesNotExist"));
+            }
         };
         let values = requirement.values.unwrap_or_default();
         let needs_values = matches!(operator, Operator::In | Operator::NotIn);
@@ -657,9 +714,13 @@ fn peers(documents: Option<Vec<PeerDocument>>, field: &str) -> Result<Vec<Peer>,
     for (index, peer) in documents.unwrap_or_default().into_iter().enumerate() {
         let field = format!("{field}[{index}]");
         match (peer.pod_selector, peer.namespace_selector, peer.ip_block) {
-            (None, None, None) => return Err(format!("{field}: a peer needs podSelector, namespaceSelector or ipBlock")),
+            (None, None, None) => {
+                return Err(format!("{field}: a peer needs podSelector, namespaceSelector or ipBlock"));
+            }
             (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-                return Err(format!("{field}: ipBlock cannot be combined with podSelector or namespaceSelector"));
+                return Err(format!(
+                    "{field}: ipBlock cannot be combined with podSelector or namespaceSelector"
+                ));
             }
             (None, None, Some(block)) => {
                 let cidr: Ipv4Net = block
@@ -672,7 +733,9 @@ fn peers(documents: Option<Vec<PeerDocument>>, field: &str) -> Result<Vec<Peer>,
                         .parse()
                         .map_err(|_| format!("{field}.ipBlock.except[{i}]: `{hole}` is not an IPv4 CIDR"))?;
                     if !cidr.contains(&hole) || hole.prefix_len() <= cidr.prefix_len() {
-                        return Err(format!("{field}.ipBlock.except[{i}]: `{hole}` must be strictly inside `{cidr}`"));
+                        return Err(format!(
+                            "{field}.ipBlock.except[{i}]: `{hole}` must be strictly inside `{cidr}`"
+                        ));
                     }
                     except.push(hole);
                 }
@@ -700,7 +763,11 @@ fn policy_ports(documents: Option<Vec<PolicyPortDocument>>, field: &str) -> Resu
             Some(IntOrString::String(name)) => match name.parse::<i64>() {
                 Ok(n) => Some(TargetPort::Number(port_number(n, &format!("{field}.port"))?)),
                 Err(_) if valid_port_name(&name) => Some(TargetPort::Name(name)),
-                Err(_) => return Err(format!("{field}.port: `{name}` is neither a port number nor a valid port name")),
+                Err(_) => {
+                    return Err(format!(
+                        "{field}.port: `{name}` is neither a port number nor a valid port name"
+                    ));
+                }
             },
         };
         let end_port = match (port.end_port, &number_or_name) {
@@ -764,7 +831,9 @@ fn network_policy(document: PolicyDocument) -> Result<NetworkPolicy, String> {
                 match t.as_str() {
                     "Ingress" => ingress_type = true,
                     "Egress" => egress_type = true,
-                    other => return Err(format!("spec.policyTypes[{i}]: `{other}` is not Ingress or Egress")),
+                    other => {
+                        return Err(format!("spec.policyTypes[{i}]: `{other}` is not Ingress or Egress"));
+                    }
                 }
             }
             (ingress_type, egress_type)

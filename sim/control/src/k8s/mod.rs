@@ -368,12 +368,48 @@ mod tests {
             (LabelSelector::from_labels(labels(&[("app", "web")])), true),
             (LabelSelector::from_labels(labels(&[("app", "db")])), false),
             (LabelSelector::from_labels(labels(&[("app", "web"), ("x", "y")])), false),
-            (LabelSelector { match_labels: Labels::new(), match_expressions: vec![requirement("tier", Operator::In, &["front", "back"])] }, true),
-            (LabelSelector { match_labels: Labels::new(), match_expressions: vec![requirement("tier", Operator::NotIn, &["front"])] }, false),
-            (LabelSelector { match_labels: Labels::new(), match_expressions: vec![requirement("zone", Operator::NotIn, &["a"])] }, true),
-            (LabelSelector { match_labels: Labels::new(), match_expressions: vec![requirement("zone", Operator::Exists, &[])] }, false),
-            (LabelSelector { match_labels: Labels::new(), match_expressions: vec![requirement("zone", Operator::DoesNotExist, &[])] }, true),
-            (LabelSelector { match_labels: Labels::new(), match_expressions: vec![requirement("app", Operator::In, &[])] }, false),
+            (
+                LabelSelector {
+                    match_labels: Labels::new(),
+                    match_expressions: vec![requirement("tier", Operator::In, &["front", "back"])],
+                },
+                true,
+            ),
+            (
+                LabelSelector {
+                    match_labels: Labels::new(),
+                    match_expressions: vec![requirement("tier", Operator::NotIn, &["front"])],
+                },
+                false,
+            ),
+            (
+                LabelSelector {
+                    match_labels: Labels::new(),
+                    match_expressions: vec![requirement("zone", Operator::NotIn, &["a"])],
+                },
+                true,
+            ),
+            (
+                LabelSelector {
+                    match_labels: Labels::new(),
+                    match_expressions: vec![requirement("zone", Operator::Exists, &[])],
+                },
+                false,
+            ),
+            (
+                LabelSelector {
+                    match_labels: Labels::new(),
+                    match_expressions: vec![requirement("zone", Operator::DoesNotExist, &[])],
+                },
+                true,
+            ),
+            (
+                LabelSelector {
+                    match_labels: Labels::new(),
+                    match_expressions: vec![requirement("app", Operator::In, &[])],
+                },
+                false,
+            ),
         ];
         for (index, (selector, expected)) in cases.into_iter().enumerate() {
             assert_eq!(selector.matches(&pod), expected, "case {index}: {selector:?}");
