@@ -10,7 +10,8 @@
 //!   destination NAT for floating IPs, ACL policy at flow setup.
 //! - [`wire`]: MPLS, VXLAN and GRE headers; [`lpm`]: longest-prefix-match tables;
 //!   [`nexthop`]: next hops and ECMP by rendezvous hashing; [`acl`]: access control lists;
-//!   [`flow`]: the bounded, aging flow table; [`nat`]: address and port rewriting.
+//!   [`flow`]: the bounded, aging flow table; [`nat`]: address and port rewriting;
+//!   [`testbed`]: a hand-programmed two-host pair for tests and benchmarks.
 //!
 //! The Calico data plane will join the overlay behind the same trait.
 
@@ -20,6 +21,7 @@ pub mod lpm;
 pub mod nat;
 pub mod nexthop;
 pub mod overlay;
+pub mod testbed;
 pub mod wire;
 
 use std::fmt;
