@@ -9,10 +9,13 @@
 //!   documentation and independent of both data planes: the oracle they are judged against;
 //! - [`labels`]: the seeds' `name`/`uses` isolation model and its reference evaluator;
 //! - [`cluster`]: the cluster's state: pods stamped out of workloads, scheduled on hosts
-//!   ([`scheduler`]), given addresses ([`ipam`]), and services with their endpoints.
+//!   ([`scheduler`]), given addresses ([`ipam`]), and services with their endpoints;
+//! - [`network_manager`]: the OpenContrail network manager (label model), turning the cluster
+//!   into every host's vrouter programming.
 //!
-//! Still to come (the control-plane issue): the OpenContrail network manager and its control
-//! nodes, the Calico side (IPAM blocks, BGP, felix's policy compilation), and churn.
+//! Still to come (the control-plane issue): control nodes carrying the programming as messages
+//! over the fabric, NetworkPolicy on the overlay, the Calico side (IPAM blocks, BGP, felix's
+//! policy compilation), churn, and `netsim reach`.
 //!
 //! **Architecture invariant:** nothing here reads a clock, a file or the network. Manifests
 //! arrive as text; the simulator reads the files.
@@ -22,4 +25,5 @@ pub mod ipam;
 pub mod k8s;
 pub mod labels;
 pub mod netpol;
+pub mod network_manager;
 pub mod scheduler;

@@ -8,11 +8,13 @@
 //! - [`hash`]: hashes whose output is fixed forever (trace hashes, ECMP choices, RNG sub-seeds),
 //!   unlike std's `DefaultHasher`, whose algorithm may change between Rust releases.
 //! - [`checksum`]: the Internet checksum, whole and incremental (RFC 1071, RFC 1624).
+//! - [`acl`]: access control lists, compiled by the control plane and evaluated by data planes.
 //! - [`packet`]: zero-copy views that pull the fields forwarding decisions need out of frame bytes,
 //!   never panicking on malformed input.
 //!
 //! **Architecture invariant:** nothing here reads a clock, allocates per packet, or does I/O.
 
+pub mod acl;
 pub mod checksum;
 pub mod hash;
 pub mod packet;

@@ -15,7 +15,7 @@
 //!
 //! The Calico data plane will join the overlay behind the same trait.
 
-pub mod acl;
+pub use netsim_core::acl;
 pub mod flow;
 pub mod lpm;
 pub mod nat;

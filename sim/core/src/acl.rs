@@ -1,4 +1,6 @@
-//! Access control lists, evaluated at flow setup: the first rule that matches decides.
+//! Access control lists: the policy vocabulary shared by the control plane, which compiles
+//! policies into them, and the data planes, which evaluate them at flow setup. The first rule
+//! that matches decides.
 //!
 //! Rules match the source and destination by virtual network (as OpenContrail's network
 //! policies between VNs do) or by address prefix with holes (as security groups compiled from

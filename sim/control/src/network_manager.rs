@@ -1,0 +1,380 @@
+//! The OpenContrail network manager, in the seeds' label model: Kubernetes objects in, the
+//! programming of every host's vrouter out.
+//!
+//! What it builds (the seeds' "Kubernetes networking with OpenContrail"):
+//! - a virtual network per collection (`namespace:name`), whose pods reach each other on any
+//!   port;
+//! - a virtual network per service (`namespace:service-<name>`), holding the ClusterIP (and
+//!   external IPs) as a floating IP on every backend interface, with the service's port
+//!   translations;
+//! - for a collection labelled `uses: X`, a policy letting it reach service X's network on the
+//!   service's ports only, and the route leaking that makes the ClusterIP visible in the
+//!   collection's VRF as an equal-cost route to every backend; the service network in turn
+//!   learns the collection's pod routes, so replies find their way back.
+//!
+//! Every decision is deterministic: networks are numbered in name order, labels per host in pod
+//! creation order. The output is a list of [`AgentMessage`]s per host — what the control nodes
+//! send to each vrouter agent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use netsim_core::acl::{Acl, AclRule, Match, Verdict, VnId};
+
+use crate::cluster::{Cluster, PodId, ServiceState};
+use crate::labels::{Collection, USES_LABEL, service_is_named};
+
+/// The first MPLS label a host hands out (0-15 are reserved by RFC 3032).
+pub const FIRST_LABEL: u32 = 16;
+
+/// A virtual network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualNetwork {
+    /// Its id, also its VXLAN VNI.
+    pub id: VnId,
+    /// `namespace:name`, or `namespace:service-<name>` for a service's network.
+    pub name: String,
+    /// Its policy.
+    pub acl: Acl,
+}
+
+/// Where a route leads: the host and the label (or VNI) that reach the destination there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouteTarget {
+    /// The destination host's underlay address.
+    pub host: Ipv4Addr,
+    /// The label of the destination interface (or floating IP) on that host.
+    pub label: u32,
+    /// The VNI of the destination's network.
+    pub vni: u32,
+}
+
+/// What the control plane tells one host's vrouter agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentMessage {
+    /// A network whose VRF the host needs.
+    Network(VirtualNetwork),
+    /// A local pod's interface.
+    Interface {
+        /// The pod.
+        pod: PodId,
+        /// `namespace/name`.
+        name: String,
+        /// Its address.
+        ip: Ipv4Addr,
+        /// Its MAC.
+        mac: [u8; 6],
+        /// Its network.
+        vn: VnId,
+        /// The label that reaches it.
+        label: u32,
+    },
+    /// A floating IP on a local pod's interface.
+    FloatingIp {
+        /// The pod.
+        pod: PodId,
+        /// The floating address.
+        ip: Ipv4Addr,
+        /// The service network it lives in.
+        vn: VnId,
+        /// (protocol, service port, pod port).
+        ports: Vec<(u8, u16, u16)>,
+        /// The label that reaches the interface in the service network.
+        label: u32,
+    },
+    /// A route of a network's VRF on this host: one target, or several of equal cost.
+    Route {
+        /// The VRF's network.
+        vrf: VnId,
+        /// The destination.
+        prefix: Ipv4Net,
+        /// Equal-cost targets (more than one: ECMP).
+        targets: Vec<RouteTarget>,
+        /// The destination's network.
+        vn: VnId,
+    },
+}
+
+/// The network manager's output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OverlayPlan {
+    /// Every network, by id.
+    pub networks: Vec<VirtualNetwork>,
+    /// The messages for each host, in order.
+    pub hosts: Vec<Vec<AgentMessage>>,
+}
+
+impl OverlayPlan {
+    /// The network called `name`.
+    pub fn network(&self, name: &str) -> Option<&VirtualNetwork> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+}
+
+/// A pod's MAC address: locally administered, derived from its address.
+pub fn pod_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// Plans the overlay for `cluster`, whose host `i` has underlay address `host_ips[i]`.
+pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
+    // Collections and services, named and numbered in name order.
+    let mut collections: BTreeMap<Collection, Vec<PodId>> = BTreeMap::new();
+    for (index, pod) in cluster.pods().iter().enumerate() {
+        let collection = Collection::of(&pod.pod.namespace, &pod.pod.template.labels);
+        collections.entry(collection).or_default().push(PodId(index as u32));
+    }
+    let services: Vec<&ServiceState> = cluster.services().iter().filter(|s| s.cluster_ip.is_some()).collect();
+    let mut names: BTreeSet<String> = collections.keys().map(ToString::to_string).collect();
+    names.extend(services.iter().map(|s| service_network_name(s)));
+    let ids: BTreeMap<String, VnId> = names.iter().enumerate().map(|(i, n)| (n.clone(), VnId(i as u32 + 1))).collect();
+
+    // Which services each collection uses.
+    let uses: BTreeMap<&Collection, Vec<&ServiceState>> = collections
+        .iter()
+        .map(|(collection, pods)| {
+            let value = cluster.pod(pods[0]).pod.template.labels.get(USES_LABEL);
+            let used = services
+                .iter()
+                .filter(|s| s.service.namespace == collection.namespace && value.is_some_and(|v| service_is_named(s, v)))
+                .copied()
+                .collect();
+            (collection, used)
+        })
+        .collect();
+
+    let service_ports = |service: &ServiceState, from: VnId, to: VnId| -> Vec<AclRule> {
+        service
+            .service
+            .ports
+            .iter()
+            .map(|p| AclRule {
+                protocol: Some(p.protocol.number()),
+                dst_ports: (p.port, p.port),
+                ..AclRule::allow(Match::Vn(from), Match::Vn(to))
+            })
+            .collect()
+    };
+    let mut networks: BTreeMap<VnId, VirtualNetwork> = BTreeMap::new();
+    for (collection, used) in &uses {
+        let id = ids[&collection.to_string()];
+        let mut rules = vec![AclRule::allow(Match::Vn(id), Match::Vn(id))];
+        for service in used {
+            rules.extend(service_ports(service, id, ids[&service_network_name(service)]));
+        }
+        networks.insert(id, VirtualNetwork { id, name: collection.to_string(), acl: Acl { rules, default: Verdict::Deny } });
+    }
+    for service in &services {
+        let id = ids[&service_network_name(service)];
+        let mut rules = Vec::new();
+        for (collection, used) in &uses {
+            if used.iter().any(|u| u.key() == service.key()) {
+                rules.extend(service_ports(service, ids[&collection.to_string()], id));
+            }
+        }
+        networks.insert(id, VirtualNetwork { id, name: service_network_name(service), acl: Acl { rules, default: Verdict::Deny } });
+    }
+
+    // Labels: per host, interfaces first in pod order, then floating IPs in service order.
+    let mut next_label = vec![FIRST_LABEL; host_ips.len()];
+    let mut take_label = |host: u32| {
+        let label = next_label[host as usize];
+        next_label[host as usize] += 1;
+        label
+    };
+    let mut pod_vn: BTreeMap<PodId, VnId> = BTreeMap::new();
+    let mut pod_label: BTreeMap<PodId, u32> = BTreeMap::new();
+    let mut hosts: Vec<Vec<AgentMessage>> = vec![Vec::new(); host_ips.len()];
+    let mut host_networks: Vec<BTreeSet<VnId>> = vec![BTreeSet::new(); host_ips.len()];
+    let mut interfaces = Vec::new();
+    for (collection, pods) in &collections {
+        let vn = ids[&collection.to_string()];
+        for &pod in pods {
+            pod_vn.insert(pod, vn);
+        }
+    }
+    for (index, state) in cluster.pods().iter().enumerate() {
+        let pod = PodId(index as u32);
+        let label = take_label(state.host);
+        pod_label.insert(pod, label);
+        host_networks[state.host as usize].insert(pod_vn[&pod]);
+        interfaces.push((state.host, AgentMessage::Interface {
+            pod,
+            name: state.key(),
+            ip: state.ip,
+            mac: pod_mac(state.ip),
+            vn: pod_vn[&pod],
+            label,
+        }));
+    }
+    // Floating IPs: every backend of every service port, once per (pod, service).
+    let mut floating: Vec<(u32, AgentMessage)> = Vec::new();
+    let mut service_targets: BTreeMap<VnId, Vec<RouteTarget>> = BTreeMap::new();
+    for service in &services {
+        let vn = ids[&service_network_name(service)];
+        let mut backends: BTreeMap<PodId, Vec<(u8, u16, u16)>> = BTreeMap::new();
+        for (port, list) in service.service.ports.iter().zip(&service.backends) {
+            for backend in list {
+                backends.entry(backend.pod).or_default().push((port.protocol.number(), port.port, backend.port));
+            }
+        }
+        let mut targets = Vec::new();
+        for (pod, ports) in backends {
+            let host = cluster.pod(pod).host;
+            let label = take_label(host);
+            host_networks[host as usize].insert(vn);
+            let addresses = service.cluster_ip.into_iter().chain(service.service.external_ips.iter().copied());
+            for ip in addresses {
+                floating.push((host, AgentMessage::FloatingIp { pod, ip, vn, ports: ports.clone(), label }));
+            }
+            targets.push(RouteTarget { host: host_ips[host as usize], label, vni: vn.0 });
+        }
+        targets.sort();
+        service_targets.insert(vn, targets);
+    }
+
+    // Which networks' routes each VRF imports: its own, and for a collection the services it
+    // uses; for a service, the collections that use it (for replies).
+    let mut imports: BTreeMap<VnId, BTreeSet<VnId>> = networks.keys().map(|&id| (id, BTreeSet::from([id]))).collect();
+    for (collection, used) in &uses {
+        let id = ids[&collection.to_string()];
+        for service in used {
+            let service_id = ids[&service_network_name(service)];
+            imports.entry(id).or_default().insert(service_id);
+            imports.entry(service_id).or_default().insert(id);
+        }
+    }
+    // Each network's own routes.
+    let mut own_routes: BTreeMap<VnId, Vec<(Ipv4Net, Vec<RouteTarget>)>> = BTreeMap::new();
+    for (collection, pods) in &collections {
+        let vn = ids[&collection.to_string()];
+        let routes = own_routes.entry(vn).or_default();
+        for &pod in pods {
+            let state = cluster.pod(pod);
+            let target = RouteTarget { host: host_ips[state.host as usize], label: pod_label[&pod], vni: vn.0 };
+            routes.push((Ipv4Net::from(state.ip), vec![target]));
+        }
+    }
+    for service in &services {
+        let vn = ids[&service_network_name(service)];
+        let targets = &service_targets[&vn];
+        if targets.is_empty() {
+            continue;
+        }
+        let routes = own_routes.entry(vn).or_default();
+        for ip in service.cluster_ip.into_iter().chain(service.service.external_ips.iter().copied()) {
+            routes.push((Ipv4Net::from(ip), targets.clone()));
+        }
+    }
+
+    // Assemble each host's messages: networks, interfaces, floating IPs, then routes.
+    for (host, wanted) in host_networks.iter().enumerate() {
+        let messages = &mut hosts[host];
+        for vn in wanted {
+            messages.push(AgentMessage::Network(networks[vn].clone()));
+        }
+    }
+    for (host, message) in interfaces.into_iter().chain(floating) {
+        hosts[host as usize].push(message);
+    }
+    for (host, wanted) in host_networks.iter().enumerate() {
+        for &vrf in wanted {
+            for source in &imports[&vrf] {
+                for (prefix, targets) in own_routes.get(source).into_iter().flatten() {
+                    hosts[host].push(AgentMessage::Route { vrf, prefix: *prefix, targets: targets.clone(), vn: *source });
+                }
+            }
+        }
+    }
+    OverlayPlan { networks: networks.into_values().collect(), hosts }
+}
+
+/// The name of a service's network.
+pub fn service_network_name(service: &ServiceState) -> String {
+    format!("{}:service-{}", service.service.namespace, service.service.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterConfig;
+    use crate::k8s::manifest;
+
+    const PETSTORE: &str = r#"
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: bps}
+spec:
+  replicas: 1
+  template:
+    metadata: {labels: {name: bps, uses: frontend}}
+    spec: {containers: [{name: load}]}
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: frontend}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {name: frontend}}
+    spec: {containers: [{name: web, ports: [{containerPort: 8080, name: http}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: frontend, labels: {name: frontend}}
+spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
+"#;
+
+    fn host_ips(n: u32) -> Vec<Ipv4Addr> {
+        (0..n).map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 1)) + i)).collect()
+    }
+
+    #[test]
+    fn the_seeds_example_becomes_networks_floating_ips_and_leaked_routes() {
+        let (objects, _) = manifest::parse("p.yaml", PETSTORE).expect("valid");
+        let cluster = Cluster::build(ClusterConfig { hosts: 4, ..ClusterConfig::default() }, objects).expect("builds");
+        let plan = plan(&cluster, &host_ips(4));
+        let names: Vec<&str> = plan.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["default:bps", "default:frontend", "default:service-frontend"]);
+        let bps = plan.network("default:bps").unwrap().id;
+        let service = plan.network("default:service-frontend").unwrap().id;
+        // bps may reach its own network, and the service on TCP 3000 only.
+        let acl = &plan.network("default:bps").unwrap().acl;
+        assert_eq!(acl.rules.len(), 2);
+        assert_eq!((acl.rules[1].protocol, acl.rules[1].dst_ports), (Some(6), (3000, 3000)));
+        assert_eq!(acl.default, Verdict::Deny);
+
+        // Pods: bps-0 on host 0, frontend-0 on host 1 (stride 37 mod 4 = 1), frontend-1 on host 2.
+        let hosts: Vec<u32> = cluster.pods().iter().map(|p| p.host).collect();
+        assert_eq!(hosts, [0, 1, 2]);
+        let vip = cluster.services()[0].cluster_ip.unwrap();
+        // Host 0's bps VRF sees the VIP as ECMP over both backends' floating-IP labels.
+        let vip_route = plan.hosts[0]
+            .iter()
+            .find_map(|m| match m {
+                AgentMessage::Route { vrf, prefix, targets, vn } if *vrf == bps && prefix.addr() == vip => Some((targets.clone(), *vn)),
+                _ => None,
+            })
+            .expect("the VIP is leaked into bps's VRF");
+        assert_eq!(vip_route.1, service);
+        let target_hosts: Vec<Ipv4Addr> = vip_route.0.iter().map(|t| t.host).collect();
+        assert_eq!(target_hosts, [host_ips(4)[1], host_ips(4)[2]]);
+        // Each backend host has the floating IP, translating 3000 to the named port's 8080.
+        for host in [1, 2] {
+            let fip = plan.hosts[host].iter().find_map(|m| match m {
+                AgentMessage::FloatingIp { ip, ports, vn, .. } if *ip == vip => Some((ports.clone(), *vn)),
+                _ => None,
+            });
+            assert_eq!(fip, Some((vec![(6, 3000, 8080)], service)));
+            // ...and the service VRF there routes back to bps-0.
+            let bps_ip = cluster.pods()[0].ip;
+            assert!(plan.hosts[host].iter().any(|m| matches!(m, AgentMessage::Route { vrf, prefix, .. } if *vrf == service && prefix.addr() == bps_ip)));
+        }
+        // The frontend network does not see bps's pods, and host 3 (no pods) gets nothing.
+        let frontend = plan.network("default:frontend").unwrap().id;
+        assert!(!plan.hosts[1].iter().any(|m| matches!(m, AgentMessage::Route { vrf, vn, .. } if *vrf == frontend && *vn == bps)));
+        assert!(plan.hosts[3].is_empty());
+    }
+}
