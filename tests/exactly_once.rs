@@ -57,7 +57,8 @@ fn assert_exactly_once(report: &runner::RunReport) -> Result<u64, TestCaseError>
 #[test]
 fn a_spine_failure_drops_packets_and_still_accounts_for_each() {
     let scenario = scenario(&small_scenario(8, 2, 2, 200_000, &[(1, 0, 1_000, 5_000)]));
-    let report = runner::run(&scenario, RunOptions { record_fates: true }, &mut |_| {});
+    let report =
+        runner::run(&scenario, RunOptions { record_fates: true, ..RunOptions::default() }, &mut |_| {});
     let dropped = assert_exactly_once(&report).expect("exactly once");
     assert!(dropped > 0, "the failure should lose packets");
     assert_eq!(report.drops_outside_windows, 0);
@@ -76,7 +77,7 @@ proptest! {
     ) {
         let faults: Vec<_> = fault.into_iter().collect();
         let scenario = scenario(&small_scenario(hosts, pairs, spines, queue, &faults));
-        let report = runner::run(&scenario, RunOptions { record_fates: true }, &mut |_| {});
+        let report = runner::run(&scenario, RunOptions { record_fates: true, ..RunOptions::default() }, &mut |_| {});
         assert_exactly_once(&report)?;
         if faults.is_empty() {
             prop_assert_eq!(report.drops_in_windows, 0);

@@ -32,8 +32,11 @@ pub fn evaluate(scenario: &Scenario, report: &RunReport) -> Vec<CheckResult> {
         .checks
         .iter()
         .map(|check| match &check.kind {
-            CheckKind::DeliveryRatio { min, traffic } => delivery_ratio(&check.name, *min, *traffic, report),
+            CheckKind::DeliveryRatio { min, max, traffic } => {
+                delivery_ratio(&check.name, *min, *max, *traffic, report)
+            }
             CheckKind::LossOnlyInFailureWindows => loss_only_in_failure_windows(&check.name, report),
+            CheckKind::RepliesFromTarget => replies_from_target(&check.name, report),
         })
         .collect();
     if report.stopped_at_events_max {
@@ -51,7 +54,7 @@ pub fn evaluate(scenario: &Scenario, report: &RunReport) -> Vec<CheckResult> {
     results
 }
 
-fn delivery_ratio(name: &str, min: f64, traffic: Option<usize>, report: &RunReport) -> CheckResult {
+fn delivery_ratio(name: &str, min: f64, max: f64, traffic: Option<usize>, report: &RunReport) -> CheckResult {
     let (scope, counts) = match traffic {
         Some(index) => (format!("traffic `{}`", report.per_traffic[index].0), &report.per_traffic[index].1),
         None => ("all traffic".to_string(), &report.packets),
@@ -70,18 +73,54 @@ fn delivery_ratio(name: &str, min: f64, traffic: Option<usize>, report: &RunRepo
     let ratio = counts.delivered as f64 / counts.sent as f64;
     let mut metrics = metrics;
     metrics.insert("ratio", ratio);
-    let passed = ratio >= min;
+    let passed = ratio >= min && ratio <= max;
+    let bounds = match (min > 0.0, max < 1.0) {
+        (true, true) => format!("in [{min}, {max}]"),
+        (false, true) => format!("<= {max}"),
+        _ => format!(">= {min}"),
+    };
+    let verdict = if passed { "" } else { "not " };
+    let mut reasons: Vec<String> = counts.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    reasons.truncate(4);
+    let dropped =
+        if reasons.is_empty() { String::new() } else { format!(" (dropped: {})", reasons.join(", ")) };
     CheckResult {
         name: name.into(),
         kind: "delivery_ratio",
         passed,
         detail: format!(
-            "{scope}: {} of {} delivered, ratio {ratio:.6} {} {min}",
-            counts.delivered,
-            counts.sent,
-            if passed { ">=" } else { "<" }
+            "{scope}: {} of {} delivered, ratio {ratio:.6} {verdict}{bounds}{dropped}",
+            counts.delivered, counts.sent
         ),
         metrics,
+    }
+}
+
+fn replies_from_target(name: &str, report: &RunReport) -> CheckResult {
+    let totals = report
+        .replies
+        .iter()
+        .flatten()
+        .fold((0, 0, 0), |(s, d, m), r| (s + r.sent, d + r.delivered, m + r.misaddressed));
+    let (sent, delivered, misaddressed) = totals;
+    let passed = delivered > 0 && misaddressed == 0;
+    let detail = if delivered == 0 {
+        "no reply was delivered: nothing to judge (does a traffic entry set `reply_size`?)".to_string()
+    } else {
+        format!(
+            "{delivered} of {sent} replies delivered, {misaddressed} from another address or port than the request targeted"
+        )
+    };
+    CheckResult {
+        name: name.into(),
+        kind: "replies_from_target",
+        passed,
+        detail,
+        metrics: BTreeMap::from([
+            ("sent", sent as f64),
+            ("delivered", delivered as f64),
+            ("misaddressed", misaddressed as f64),
+        ]),
     }
 }
 

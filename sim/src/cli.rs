@@ -40,6 +40,9 @@ enum Command {
         /// Print nothing but errors; no progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Capture a fabric port (e.g. host-7:uplink0) to DIR/<port>.pcap; repeatable.
+        #[arg(long, value_name = "PORT")]
+        pcap: Vec<String>,
     },
     /// Parse and validate scenario files without running them.
     Validate {
@@ -60,13 +63,13 @@ pub const EXIT_INVALID: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { scenario, seed, out, quiet } => run(&scenario, seed, out, quiet),
+        Command::Run { scenario, seed, out, quiet, pcap } => run(&scenario, seed, out, quiet, pcap),
         Command::Validate { scenarios } => validate(&scenarios),
     };
     ExitCode::from(code)
 }
 
-fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 {
+fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool, pcap: Vec<String>) -> u8 {
     let mut scenario = match Scenario::load(path) {
         Ok(scenario) => scenario,
         Err(error) => {
@@ -76,6 +79,14 @@ fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 
     };
     if let Some(seed) = seed {
         scenario.seed = seed;
+    }
+    let mut captures = scenario.captures.clone();
+    captures.extend(pcap);
+    for name in &captures {
+        if let Err(message) = runner::resolve_capture(&scenario, name) {
+            eprintln!("error: --pcap: {message}");
+            return EXIT_INVALID;
+        }
     }
     let show_progress = !quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let bar = if show_progress {
@@ -92,7 +103,9 @@ fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 
     // Wall time is measured here, outside the simulation: it is reported, never simulated.
     #[allow(clippy::disallowed_methods)]
     let started = Instant::now();
-    let report = runner::run(&scenario, RunOptions::default(), &mut |now| bar.set_position(now.as_nanos()));
+    let options = RunOptions { captures, ..RunOptions::default() };
+    let mut report = runner::run(&scenario, options, &mut |now| bar.set_position(now.as_nanos()));
+    let captures = std::mem::take(&mut report.captures);
     let wall_ms = started.elapsed().as_millis() as u64;
     bar.finish_and_clear();
     let checks = checks::evaluate(&scenario, &report);
@@ -105,6 +118,28 @@ fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 
             return EXIT_INVALID;
         }
     };
+    for capture in &captures {
+        let file = dir.join(format!("{}.pcap", file_safe(&capture.port)));
+        let written = std::fs::File::create(&file)
+            .and_then(|f| crate::pcap::write(std::io::BufWriter::new(f), &capture.frames));
+        if let Err(error) = written {
+            eprintln!("error: cannot write {}: {error}", file.display());
+            return EXIT_INVALID;
+        }
+        if !quiet {
+            let note = if capture.truncated > 0 {
+                format!(" ({} more not kept)", capture.truncated)
+            } else {
+                String::new()
+            };
+            println!(
+                "capture   {} frames of {} in {}{note}",
+                capture.frames.len(),
+                capture.port,
+                file.display()
+            );
+        }
+    }
     if !quiet {
         println!("{}", results.summary());
         println!("results   {}", written.display());

@@ -13,9 +13,11 @@
 //! **Architecture invariant:** this crate is the only one that schedules events or reads the
 //! wall clock, and it reads the wall clock only to report how long a run took.
 
+pub mod agent;
 pub mod checks;
 pub mod cli;
 pub mod engine;
+pub mod pcap;
 pub mod results;
 pub mod runner;
 pub mod scenario;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::checks::CheckResult;
-use crate::runner::{DropRecord, LatencySummary, PacketCounts, RoutingChange, RunReport};
+use std::collections::BTreeMap;
+
+use crate::runner::{DropRecord, LatencySummary, PacketCounts, ReplyCounts, RoutingChange, RunReport};
 use crate::scenario::{FailureWindow, Scenario};
 
 /// The contents of `results.json`.
@@ -38,6 +40,11 @@ pub struct Results {
     pub packets: PacketCounts,
     /// Packet counts per traffic entry.
     pub traffic: Vec<TrafficResult>,
+    /// Drops by layer (`fabric`, `vrouter`) and reason.
+    pub drops_by_layer: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    /// Overlay forwarding state when traffic ended: routes and flow entries over all vrouters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay_state: Option<OverlayState>,
     /// One-way latency of delivered packets.
     pub latency_ns: LatencySummary,
     /// Windows in which losses are explained by failures.
@@ -61,9 +68,21 @@ pub struct Results {
 pub struct TrafficResult {
     /// The entry's name.
     pub name: String,
-    /// Its counts.
+    /// Its counts (replies included).
     #[serde(flatten)]
     pub packets: PacketCounts,
+    /// Its replies, when its pods answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replies: Option<ReplyCounts>,
+}
+
+/// Overlay forwarding state.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct OverlayState {
+    /// Routes over all VRFs of all vrouters.
+    pub routes: usize,
+    /// Flow entries over all vrouters.
+    pub flows: usize,
 }
 
 impl Results {
@@ -83,8 +102,11 @@ impl Results {
             traffic: report
                 .per_traffic
                 .into_iter()
-                .map(|(name, packets)| TrafficResult { name, packets })
+                .zip(report.replies)
+                .map(|((name, packets), replies)| TrafficResult { name, packets, replies })
                 .collect(),
+            drops_by_layer: report.drops_by_layer,
+            overlay_state: report.overlay_state.map(|(routes, flows)| OverlayState { routes, flows }),
             latency_ns: report.latency,
             failure_windows: report.windows,
             drops_in_failure_windows: report.drops_in_windows,

@@ -12,14 +12,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hdrhistogram::Histogram;
+use std::net::Ipv4Addr;
+
 use netsim_core::{SimDuration, SimTime, packet::FiveTuple};
-use netsim_fabric::{DropReason, Element, Fabric, FabricEvent, Forward, Transmit};
+use netsim_fabric::{Element, Fabric, FabricEvent, Forward, NodeId, Transmit};
+use netsim_vrouter::overlay::{VROUTER_MAC, Vrouter, VrouterConfig};
+use netsim_vrouter::{DataPlane, Forward as VrouterForward, InterfaceId, Port};
 use rand_chacha::ChaCha8Rng;
 use rand_core::Rng;
 
+use crate::agent;
 use crate::engine::{EventQueue, RngStreams, TraceHash};
-use crate::scenario::{Action, FailureWindow, Pattern, Scenario};
-use crate::traffic::{Flow, Probe, unit_interval};
+use crate::scenario::{
+    Action, Dataplane, Endpoints, FailureWindow, OverlaySpec, Pattern, PodTarget, Scenario, TrafficSpec,
+};
+use crate::traffic::{Flow, FlowAddresses, Probe, REPLY_BIT, build_frame, unit_interval};
 
 /// How many examples of unexplained drops a report keeps.
 const DROP_EXAMPLES_MAX: usize = 10;
@@ -27,10 +34,47 @@ const DROP_EXAMPLES_MAX: usize = 10;
 const PROGRESS_EVERY: u64 = 1 << 16;
 
 /// What to record beyond the summary.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Record the fate of every packet (for exactly-once tests; costs memory per packet).
     pub record_fates: bool,
+    /// Fabric ports to capture (`host-7:uplink0`), both directions; validated by the caller
+    /// with [`resolve_capture`].
+    pub captures: Vec<String>,
+}
+
+/// Most frames kept per capture; later ones are counted, not kept.
+pub const CAPTURE_FRAMES_MAX: usize = 20_000;
+
+/// The frames seen on one port.
+#[derive(Clone, Debug, Default)]
+pub struct Capture {
+    /// The port's name.
+    pub port: String,
+    /// (time, frame), in the order seen.
+    pub frames: Vec<(SimTime, Vec<u8>)>,
+    /// Frames not kept because the capture was full.
+    pub truncated: u64,
+}
+
+/// The node and port a capture name refers to, or an error saying what exists.
+pub fn resolve_capture(scenario: &Scenario, name: &str) -> Result<(NodeId, u16), String> {
+    let topology = netsim_fabric::Topology::build(&scenario.fabric).map_err(|e| e.to_string())?;
+    topology.port_by_name(name).ok_or_else(|| {
+        format!("no port `{name}` in this fabric: write e.g. `host-7:uplink0` or `leaf-0:spine-1`")
+    })
+}
+
+/// Replies of a traffic entry whose pods answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplyCounts {
+    /// Replies sent (one per delivered request).
+    pub sent: u64,
+    /// Replies delivered to the requesting pod.
+    pub delivered: u64,
+    /// Replies delivered from another address or port than the request targeted (for a
+    /// service: not from its ClusterIP and port — a NAT fault).
+    pub misaddressed: u64,
 }
 
 /// What became of one packet.
@@ -38,8 +82,8 @@ pub struct RunOptions {
 pub enum Fate {
     /// Delivered to its destination host.
     Delivered,
-    /// Dropped, with the reason.
-    Dropped(DropReason),
+    /// Dropped, with the reason's name.
+    Dropped(&'static str),
 }
 
 /// Packet counts of a run or of one traffic entry.
@@ -82,6 +126,8 @@ pub struct DropRecord {
     pub at_ns: u64,
     /// Why.
     pub reason: &'static str,
+    /// Which layer dropped it: `fabric` or `vrouter`.
+    pub layer: &'static str,
     /// Where.
     pub node: String,
     /// The packet's flow, as `src:port > dst:port proto`.
@@ -126,8 +172,17 @@ pub struct RunReport {
     pub drop_examples: Vec<DropRecord>,
     /// Routing changes, in order.
     pub routing_changes: Vec<RoutingChange>,
-    /// With [`RunOptions::record_fates`]: `(flow, seq, fate)` of every packet, in fate order.
+    /// With [`RunOptions::record_fates`]: `(flow, seq, fate)` of every packet, in fate order
+    /// (a reply's flow has [`crate::traffic::REPLY_BIT`] set).
     pub fates: Vec<(u32, u64, Fate)>,
+    /// Replies per traffic entry (`None` for entries without replies).
+    pub replies: Vec<Option<ReplyCounts>>,
+    /// Drops by layer (`fabric`, `vrouter`) and reason.
+    pub drops_by_layer: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    /// Captured frames, one per requested port.
+    pub captures: Vec<Capture>,
+    /// Forwarding state when traffic ended: (routes, flow entries) summed over vrouters.
+    pub overlay_state: Option<(usize, usize)>,
 }
 
 enum Event {
@@ -135,6 +190,7 @@ enum Event {
     Arrive(Transmit),
     Fault(u32),
     FabricTimer,
+    VrouterTimer(u32),
 }
 
 /// Trace kinds: part of the trace hash definition.
@@ -143,6 +199,16 @@ mod kind {
     pub const ARRIVE: u64 = 2;
     pub const FAULT: u64 = 3;
     pub const FABRIC_TIMER: u64 = 4;
+    pub const VROUTER_TIMER: u64 = 5;
+}
+
+/// The overlay's per-run state: a vrouter per host and what the pods are.
+struct Overlay {
+    vrouters: Vec<Vrouter>,
+    /// Scheduled timer of each vrouter, if any.
+    timers: Vec<Option<SimTime>>,
+    /// Host, address and MAC of each pod, by pod id.
+    pods: Vec<(NodeId, Ipv4Addr, [u8; 6])>,
 }
 
 struct Simulation<'a> {
@@ -167,6 +233,11 @@ struct Simulation<'a> {
     routing_changes: Vec<RoutingChange>,
     fates: Vec<(u32, u64, Fate)>,
     events: u64,
+    overlay: Option<Overlay>,
+    replies: Vec<Option<ReplyCounts>>,
+    drops_by_layer: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    captures: Vec<(NodeId, netsim_fabric::LinkId, Capture)>,
+    overlay_state: Option<(usize, usize)>,
 }
 
 /// Runs `scenario` to completion. `progress` is called now and then with the simulated time
@@ -200,7 +271,21 @@ pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(Si
         routing_changes: Vec::new(),
         fates: Vec::new(),
         events: 0,
+        overlay: None,
+        replies: scenario.traffic.iter().map(|t| t.reply_size.map(|_| ReplyCounts::default())).collect(),
+        drops_by_layer: BTreeMap::new(),
+        captures: Vec::new(),
+        overlay_state: None,
     };
+    for name in &simulation.options.captures.clone() {
+        // The caller validated the names.
+        let (node, port) = resolve_capture(scenario, name).expect("a validated capture port");
+        let link = simulation.fabric.topology().ports(node)[usize::from(port)].link;
+        simulation.captures.push((node, link, Capture { port: name.clone(), ..Capture::default() }));
+    }
+    if let Dataplane::Overlay(spec) = &scenario.dataplane {
+        simulation.overlay = Some(build_overlay(spec, &simulation.fabric, &streams));
+    }
     simulation.schedule_traffic(&streams);
     for (index, event) in scenario.events.iter().enumerate() {
         simulation.queue.push(event.at, Event::Fault(index as u32));
@@ -217,33 +302,9 @@ impl Simulation<'_> {
             // Validation guarantees a positive per-flow rate.
             let interval_ns = spec.rate.split(spec.flows).interval_ns().expect("positive per-flow rate");
             for _ in 0..spec.flows {
-                let mut src_index = (pairs.next_u64() % spec.from.len() as u64) as usize;
-                let mut dst_index = (pairs.next_u64() % spec.to.len() as u64) as usize;
-                if spec.from[src_index] == spec.to[dst_index] {
-                    // Host lists are sorted and distinct, so the neighbour in a list of two or
-                    // more differs; validation guarantees one of the lists has two.
-                    if spec.to.len() > 1 {
-                        dst_index = (dst_index + 1) % spec.to.len();
-                    } else {
-                        src_index = (src_index + 1) % spec.from.len();
-                    }
-                }
-                let (src, dst) = (spec.from[src_index], spec.to[dst_index]);
-                debug_assert_ne!(src, dst);
                 let id = self.flows.len() as u32;
                 let src_port = 10_000 + (id % 50_000) as u16;
-                let flow = Flow::new(
-                    self.fabric.topology(),
-                    index as u32,
-                    src,
-                    dst,
-                    src_port,
-                    spec.port,
-                    spec.size_bytes,
-                    spec.pattern,
-                    interval_ns,
-                    spec.stop,
-                );
+                let flow = self.new_flow(index, spec, &mut pairs, src_port, interval_ns);
                 let first = match spec.pattern {
                     Pattern::Constant => {
                         spec.start + SimDuration::from_nanos(arrivals.next_u64() % interval_ns)
@@ -259,6 +320,90 @@ impl Simulation<'_> {
         }
     }
 
+    /// A flow of traffic entry `index` between endpoints drawn from `pairs`.
+    fn new_flow(
+        &self,
+        index: usize,
+        spec: &TrafficSpec,
+        pairs: &mut ChaCha8Rng,
+        src_port: u16,
+        interval_ns: u64,
+    ) -> Flow {
+        let pick = |pairs: &mut ChaCha8Rng, len: usize| (pairs.next_u64() % len as u64) as usize;
+        let (src, dst, interface, addresses) = match &spec.endpoints {
+            Endpoints::Hosts { from, to } => {
+                let mut src_index = pick(pairs, from.len());
+                let mut dst_index = pick(pairs, to.len());
+                if from[src_index] == to[dst_index] {
+                    // Host lists are sorted and distinct, so the neighbour in a list of two or
+                    // more differs; validation guarantees one of the lists has two.
+                    if to.len() > 1 {
+                        dst_index = (dst_index + 1) % to.len();
+                    } else {
+                        src_index = (src_index + 1) % from.len();
+                    }
+                }
+                let (src, dst) = (from[src_index], to[dst_index]);
+                debug_assert_ne!(src, dst);
+                let topology = self.fabric.topology();
+                let addresses = FlowAddresses {
+                    src_mac: [0; 6],
+                    dst_mac: [0; 6],
+                    src_ip: topology.host_ip(src),
+                    dst_ip: topology.host_ip(dst),
+                    src_port,
+                    dst_port: spec.port,
+                    protocol: spec.protocol,
+                };
+                (src, Some(dst), None, addresses)
+            }
+            Endpoints::Pods { from, to } => {
+                let overlay = self.overlay.as_ref().expect("pod traffic is validated to have an overlay");
+                let pod = from[pick(pairs, from.len())];
+                let (host, ip, mac) = overlay.pods[pod.0 as usize];
+                let dst_ip = match to {
+                    PodTarget::Service { service } => {
+                        let Dataplane::Overlay(spec) = &self.scenario.dataplane else {
+                            unreachable!("checked above")
+                        };
+                        spec.cluster.services()[*service]
+                            .cluster_ip
+                            .expect("validated: the service has a ClusterIP")
+                    }
+                    PodTarget::Pods(pods) => {
+                        let mut target = pods[pick(pairs, pods.len())];
+                        if target == pod {
+                            // Validated: not the only destination.
+                            target = *pods.iter().find(|&&p| p != pod).unwrap_or(&target);
+                        }
+                        overlay.pods[target.0 as usize].1
+                    }
+                };
+                let addresses = FlowAddresses {
+                    src_mac: mac,
+                    dst_mac: VROUTER_MAC,
+                    src_ip: ip,
+                    dst_ip,
+                    src_port,
+                    dst_port: spec.port,
+                    protocol: spec.protocol,
+                };
+                (host, None, Some(InterfaceId(pod.0)), addresses)
+            }
+        };
+        Flow::new(
+            index as u32,
+            src,
+            dst,
+            interface,
+            addresses,
+            spec.size_bytes,
+            spec.pattern,
+            interval_ns,
+            spec.stop,
+        )
+    }
+
     // ANCHOR: event_loop
     /// Pops and executes events until none is left; `true` if it stopped at the event bound.
     fn run_loop(&mut self, progress: &mut dyn FnMut(SimTime)) -> bool {
@@ -271,6 +416,7 @@ impl Simulation<'_> {
             match event {
                 Event::Generate(flow) => self.generate(flow),
                 Event::Arrive(transmit) => {
+                    self.capture_arrival(&transmit);
                     let ident = ip_ident(&transmit.frame);
                     let link = (u64::from(transmit.link.0) << 1) | u64::from(transmit.direction);
                     self.trace.record(time, kind::ARRIVE, &[link, transmit.frame.len() as u64, ident]);
@@ -293,13 +439,35 @@ impl Simulation<'_> {
                     self.drain_fabric_events();
                     self.schedule_fabric_timer();
                 }
+                Event::VrouterTimer(host) => {
+                    self.trace.record(time, kind::VROUTER_TIMER, &[u64::from(host)]);
+                    if let Some(overlay) = &mut self.overlay {
+                        overlay.timers[host as usize] = None;
+                        overlay.vrouters[host as usize].handle_timeout(time);
+                    }
+                    self.schedule_vrouter_timer(host);
+                }
+            }
+            if self.overlay_state.is_none() && time >= self.end {
+                self.record_overlay_state();
             }
             if self.events.is_multiple_of(PROGRESS_EVERY) {
                 progress(self.now.min(self.end));
             }
         }
         progress(self.end);
+        if self.overlay_state.is_none() {
+            self.record_overlay_state();
+        }
         false
+    }
+
+    fn record_overlay_state(&mut self) {
+        if let Some(overlay) = &self.overlay {
+            let routes = overlay.vrouters.iter().map(Vrouter::route_count).sum();
+            let flows = overlay.vrouters.iter().map(|v| v.flows().len()).sum();
+            self.overlay_state = Some((routes, flows));
+        }
     }
     // ANCHOR_END: event_loop
 
@@ -310,7 +478,7 @@ impl Simulation<'_> {
         let flow = &mut self.flows[id as usize];
         let seq = flow.sent;
         flow.next_packet(id, now, &mut frame);
-        let (src, traffic) = (flow.src, flow.traffic as usize);
+        let (src, traffic, interface) = (flow.src, flow.traffic as usize, flow.interface);
         let gap = match flow.pattern {
             Pattern::Constant => flow.gap(1.0),
             Pattern::Poisson => flow.gap(unit_interval(self.arrivals[traffic].next_u64())),
@@ -323,58 +491,184 @@ impl Simulation<'_> {
         if more {
             self.queue.push(next, Event::Generate(id));
         }
-        let forward = self.fabric.send(now, src, frame);
-        self.handle(forward);
+        match interface {
+            Some(interface) => self.send_from_pod(src, interface, frame),
+            None => {
+                let forward = self.fabric.send(now, src, frame);
+                self.handle(forward);
+            }
+        }
+    }
+
+    /// A pod on `host` sends `frame` through its interface.
+    fn send_from_pod(&mut self, host: NodeId, interface: InterfaceId, frame: Vec<u8>) {
+        let overlay = self.overlay.as_mut().expect("pods exist only with an overlay");
+        let forward =
+            overlay.vrouters[host.0 as usize].handle_packet(self.now, Port::Interface(interface), frame);
+        self.schedule_vrouter_timer(host.0);
+        self.handle_vrouter(host, forward);
+    }
+
+    /// Acts on the fate a host's vrouter gave a frame.
+    fn handle_vrouter(&mut self, host: NodeId, forward: VrouterForward) {
+        match forward {
+            VrouterForward::Fabric(frame) => {
+                let forward = self.fabric.send(self.now, host, frame);
+                self.handle(forward);
+            }
+            VrouterForward::Interface(interface, frame) => self.deliver_to_pod(interface, frame),
+            VrouterForward::Drop { reason, frame } => {
+                self.record_drop("vrouter", reason.as_str(), host, frame)
+            }
+        }
+    }
+
+    /// A pod receives `frame`: the packet is delivered; a request is answered if its traffic
+    /// entry asks for replies.
+    fn deliver_to_pod(&mut self, interface: InterfaceId, frame: Vec<u8>) {
+        let Some(probe) = Probe::read(&frame) else {
+            self.pool.push(frame);
+            return;
+        };
+        let is_reply = probe.flow & REPLY_BIT != 0;
+        let flow_id = probe.flow & !REPLY_BIT;
+        let Some(flow) = self.flows.get(flow_id as usize) else {
+            self.pool.push(frame);
+            return;
+        };
+        let traffic = flow.traffic as usize;
+        let target = (flow.addresses.dst_ip, flow.addresses.dst_port);
+        self.count_delivery(&probe, traffic);
+        if is_reply {
+            // The reply must come from exactly where the request went.
+            let from_target = FiveTuple::from_ethernet(&frame).is_some_and(|t| (t.src, t.src_port) == target);
+            if let Some(replies) = &mut self.replies[traffic] {
+                replies.delivered += 1;
+                replies.misaddressed += u64::from(!from_target);
+            }
+            self.pool.push(frame);
+            return;
+        }
+        let Some(reply_size) = self.scenario.traffic[traffic].reply_size else {
+            self.pool.push(frame);
+            return;
+        };
+        // The answering pod swaps the request's addresses and ports.
+        let Some(tuple) = FiveTuple::from_ethernet(&frame) else {
+            self.pool.push(frame);
+            return;
+        };
+        let overlay = self.overlay.as_ref().expect("pods exist only with an overlay");
+        let (host, _, mac) = overlay.pods[interface.0 as usize];
+        let addresses = FlowAddresses {
+            src_mac: mac,
+            dst_mac: VROUTER_MAC,
+            src_ip: tuple.dst,
+            dst_ip: tuple.src,
+            src_port: tuple.dst_port,
+            dst_port: tuple.src_port,
+            protocol: tuple.protocol,
+        };
+        let reply_probe = Probe { flow: flow_id | REPLY_BIT, seq: probe.seq, sent_at: self.now };
+        let reply = build_frame(&addresses, reply_size as usize, &reply_probe, false);
+        self.pool.push(frame);
+        self.packets.sent += 1;
+        self.per_traffic[traffic].sent += 1;
+        if let Some(replies) = &mut self.replies[traffic] {
+            replies.sent += 1;
+        }
+        self.send_from_pod(host, interface, reply);
+    }
+
+    /// Counts a delivered packet (request or reply) for its traffic entry.
+    fn count_delivery(&mut self, probe: &Probe, traffic: usize) {
+        self.packets.delivered += 1;
+        self.per_traffic[traffic].delivered += 1;
+        // Clamped into the histogram's range, so recording cannot fail.
+        let latency = (self.now - probe.sent_at).as_nanos().clamp(1, 3_600_000_000_000);
+        self.latency.record(latency).expect("latency within histogram bounds");
+        if self.options.record_fates {
+            self.fates.push((probe.flow, probe.seq, Fate::Delivered));
+        }
+    }
+
+    /// Makes sure a timer event is queued for a vrouter's next deadline within the run.
+    fn schedule_vrouter_timer(&mut self, host: u32) {
+        let Some(overlay) = &mut self.overlay else { return };
+        let Some(at) = overlay.vrouters[host as usize].poll_timeout() else { return };
+        let scheduled = &mut overlay.timers[host as usize];
+        if at <= self.end && scheduled.is_none_or(|s| at < s) {
+            *scheduled = Some(at);
+            self.queue.push(at, Event::VrouterTimer(host));
+        }
+    }
+
+    fn capture_arrival(&mut self, transmit: &Transmit) {
+        for (node, link, capture) in &mut self.captures {
+            if transmit.to == *node && transmit.link == *link {
+                record_frame(capture, self.now, &transmit.frame);
+            }
+        }
     }
 
     /// Acts on the fate the fabric gave a frame.
     fn handle(&mut self, forward: Forward) {
         match forward {
-            Forward::Transmit(transmit) => self.queue.push(transmit.arrive_at, Event::Arrive(transmit)),
-            Forward::Deliver { frame, .. } => {
-                if let Some(probe) = Probe::read(&frame) {
-                    let traffic = self.flows[probe.flow as usize].traffic as usize;
-                    self.packets.delivered += 1;
-                    self.per_traffic[traffic].delivered += 1;
-                    // Clamped into the histogram's range, so recording cannot fail.
-                    let latency = (self.now - probe.sent_at).as_nanos().clamp(1, 3_600_000_000_000);
-                    self.latency.record(latency).expect("latency within histogram bounds");
-                    if self.options.record_fates {
-                        self.fates.push((probe.flow, probe.seq, Fate::Delivered));
+            Forward::Transmit(transmit) => {
+                for (node, link, capture) in &mut self.captures {
+                    if transmit.from == *node && transmit.link == *link {
+                        record_frame(capture, self.now, &transmit.frame);
                     }
+                }
+                self.queue.push(transmit.arrive_at, Event::Arrive(transmit));
+            }
+            Forward::Deliver { host, frame } => {
+                if self.overlay.is_some() {
+                    let overlay = self.overlay.as_mut().expect("checked");
+                    let forward =
+                        overlay.vrouters[host.0 as usize].handle_packet(self.now, Port::Fabric, frame);
+                    self.schedule_vrouter_timer(host.0);
+                    self.handle_vrouter(host, forward);
+                    return;
+                }
+                if let Some(probe) = Probe::read(&frame) {
+                    let traffic = self.flows[(probe.flow & !REPLY_BIT) as usize].traffic as usize;
+                    self.count_delivery(&probe, traffic);
                 }
                 self.pool.push(frame);
             }
-            Forward::Drop { reason, node, frame } => {
-                let name = reason.as_str();
-                *self.packets.dropped.entry(name).or_default() += 1;
-                let probe = Probe::read(&frame);
-                if let Some(probe) = probe {
-                    let traffic = self.flows[probe.flow as usize].traffic as usize;
-                    *self.per_traffic[traffic].dropped.entry(name).or_default() += 1;
-                    if self.options.record_fates {
-                        self.fates.push((probe.flow, probe.seq, Fate::Dropped(reason)));
-                    }
-                }
-                let now = self.now.as_nanos();
-                let explained = self
-                    .windows
-                    .iter()
-                    .any(|w| w.from_ns <= now && w.until_ns.is_none_or(|until| now <= until));
-                if explained {
-                    self.drops_in_windows += 1;
-                } else {
-                    self.drops_outside_windows += 1;
-                    if self.drop_examples.len() < DROP_EXAMPLES_MAX {
-                        let flow = FiveTuple::from_ethernet(&frame)
-                            .map_or_else(|| "?".to_string(), |t| t.to_string());
-                        let node = self.fabric.topology().node_name(node).to_string();
-                        self.drop_examples.push(DropRecord { at_ns: now, reason: name, node, flow });
-                    }
-                }
-                self.pool.push(frame);
+            Forward::Drop { reason, node, frame } => self.record_drop("fabric", reason.as_str(), node, frame),
+        }
+    }
+
+    /// Accounts for a dropped frame: by reason, by layer, by traffic entry, and against the
+    /// failure windows.
+    fn record_drop(&mut self, layer: &'static str, name: &'static str, node: NodeId, frame: Vec<u8>) {
+        *self.packets.dropped.entry(name).or_default() += 1;
+        *self.drops_by_layer.entry(layer).or_default().entry(name).or_default() += 1;
+        if let Some(probe) = Probe::find(&frame) {
+            if let Some(flow) = self.flows.get((probe.flow & !REPLY_BIT) as usize) {
+                *self.per_traffic[flow.traffic as usize].dropped.entry(name).or_default() += 1;
+            }
+            if self.options.record_fates {
+                self.fates.push((probe.flow, probe.seq, Fate::Dropped(name)));
             }
         }
+        let now = self.now.as_nanos();
+        let explained =
+            self.windows.iter().any(|w| w.from_ns <= now && w.until_ns.is_none_or(|until| now <= until));
+        if explained {
+            self.drops_in_windows += 1;
+        } else {
+            self.drops_outside_windows += 1;
+            if self.drop_examples.len() < DROP_EXAMPLES_MAX {
+                let flow =
+                    FiveTuple::from_ethernet(&frame).map_or_else(|| "?".to_string(), |t| t.to_string());
+                let node = self.fabric.topology().node_name(node).to_string();
+                self.drop_examples.push(DropRecord { at_ns: now, reason: name, layer, node, flow });
+            }
+        }
+        self.pool.push(frame);
     }
 
     /// Makes sure a timer event is queued for the fabric's next deadline within the run.
@@ -430,8 +724,56 @@ impl Simulation<'_> {
             drop_examples: self.drop_examples,
             routing_changes: self.routing_changes,
             fates: self.fates,
+            replies: self.replies,
+            drops_by_layer: self.drops_by_layer,
+            captures: self.captures.into_iter().map(|(_, _, capture)| capture).collect(),
+            overlay_state: self.overlay_state,
         }
     }
+}
+
+/// Keeps a copy of `frame` in `capture`, or counts it if the capture is full.
+fn record_frame(capture: &mut Capture, now: SimTime, frame: &[u8]) {
+    if capture.frames.len() < CAPTURE_FRAMES_MAX {
+        capture.frames.push((now, frame.to_vec()));
+    } else {
+        capture.truncated += 1;
+    }
+}
+
+/// Builds every host's vrouter and programs it with the network manager's plan.
+fn build_overlay(spec: &OverlaySpec, fabric: &Fabric, streams: &RngStreams) -> Overlay {
+    let topology = fabric.topology();
+    let host_ips: Vec<Ipv4Addr> = (0..topology.host_count()).map(|h| topology.host_ip(NodeId(h))).collect();
+    let plan = netsim_control::network_manager::plan(&spec.cluster, &host_ips);
+    let entropy_seed = streams.seed_for("overlay/entropy");
+    let vrouters = host_ips
+        .iter()
+        .enumerate()
+        .map(|(host, &ip)| {
+            let config = VrouterConfig {
+                host_ip: ip,
+                host_mac: topology.port_mac(NodeId(host as u32), 0),
+                encapsulation: spec.encapsulation,
+                flows_max: spec.flows_max,
+                flow_idle_timeout: spec.flow_idle_timeout,
+                underlay_mtu: topology.config().host_link.mtu_bytes,
+                entropy_seed,
+            };
+            let mut vrouter = Vrouter::new(config);
+            // The plan refers only to the networks, interfaces and labels it creates itself.
+            agent::program(&mut vrouter, ip, SimTime::ZERO, &plan.hosts[host])
+                .expect("the network manager's plan is consistent");
+            vrouter
+        })
+        .collect();
+    let pods = spec
+        .cluster
+        .pods()
+        .iter()
+        .map(|p| (NodeId(p.host), p.ip, netsim_control::network_manager::pod_mac(p.ip)))
+        .collect();
+    Overlay { vrouters, timers: vec![None; host_ips.len()], pods }
 }
 
 /// The IPv4 identification of a frame (0 if it has none): part of an arrival's trace key.

@@ -11,8 +11,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use netsim_control::cluster::{Cluster, ClusterConfig, PodId};
+use netsim_control::k8s::{Objects, manifest};
 use netsim_core::{SimDuration, SimTime};
 use netsim_fabric::{EcmpSeeding, Element, FabricConfig, NodeId, NodeKind, Topology};
+use netsim_vrouter::overlay::Encapsulation;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -41,6 +44,8 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 {
             write!(f, "{}: error: {}", self.file.display(), self.message)
+        } else if self.column == 0 {
+            write!(f, "{}:{}: error: {}", self.file.display(), self.line, self.message)
         } else {
             write!(f, "{}:{}:{}: error: {}", self.file.display(), self.line, self.column, self.message)
         }
@@ -86,17 +91,73 @@ struct ScenarioFile {
     #[serde(default)]
     events_max: Option<Spanned<u64>>,
     #[serde(default)]
+    dataplane: Option<Spanned<DataplaneName>>,
+    #[serde(default)]
+    manifests: Vec<Spanned<String>>,
+    #[serde(default)]
+    isolation: Option<Spanned<IsolationName>>,
+    #[serde(default)]
     fabric: Option<Spanned<FabricSection>>,
+    #[serde(default)]
+    cluster: Option<Spanned<ClusterSection>>,
+    #[serde(default)]
+    overlay: Option<Spanned<OverlaySection>>,
     #[serde(default)]
     traffic: Vec<Spanned<TrafficSection>>,
     #[serde(default, rename = "event")]
     events: Vec<Spanned<EventSection>>,
     #[serde(default, rename = "check")]
     checks: Vec<Spanned<CheckSection>>,
+    #[serde(default)]
+    captures: Vec<Spanned<String>>,
 }
 
 fn default_seed() -> u64 {
     1
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum DataplaneName {
+    Underlay,
+    Overlay,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum IsolationName {
+    UsesLabels,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ClusterSection {
+    pod_cidr: Option<String>,
+    service_cidr: Option<String>,
+    pods_per_host: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OverlaySection {
+    encapsulation: Option<EncapsulationName>,
+    flows_max: Option<u64>,
+    flow_idle_timeout: Option<Duration>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum EncapsulationName {
+    MplsOverUdp,
+    MplsOverGre,
+    Vxlan,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ProtocolName {
+    Udp,
+    Tcp,
 }
 
 #[derive(Deserialize, Default)]
@@ -150,6 +211,10 @@ struct TrafficSection {
     stop: Option<Spanned<Duration>>,
     #[serde(default = "default_port")]
     port: u16,
+    #[serde(default)]
+    protocol: Option<ProtocolName>,
+    #[serde(default)]
+    reply_size: Option<Spanned<ByteSize>>,
 }
 
 fn default_size() -> Spanned<ByteSize> {
@@ -206,6 +271,7 @@ struct CheckSection {
     kind: CheckKindName,
     name: Option<String>,
     min: Option<Spanned<f64>>,
+    max: Option<Spanned<f64>>,
     traffic: Option<Spanned<String>>,
 }
 
@@ -214,6 +280,7 @@ struct CheckSection {
 enum CheckKindName {
     DeliveryRatio,
     LossOnlyInFailureWindows,
+    RepliesFromTarget,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,23 +303,84 @@ pub struct Scenario {
     pub events_max: u64,
     /// The underlay.
     pub fabric: FabricConfig,
+    /// What carries pod traffic.
+    pub dataplane: Dataplane,
     /// Traffic entries.
     pub traffic: Vec<TrafficSpec>,
     /// Scheduled failures and recoveries, sorted by time (stable for equal times).
     pub events: Vec<FaultSpec>,
     /// Checks judged after the run.
     pub checks: Vec<CheckSpec>,
+    /// Fabric ports captured to pcap files (`host-7:uplink0`).
+    pub captures: Vec<String>,
 }
 
-/// A traffic entry: `flows` UDP flows between hosts of `from` and `to`.
+/// What carries the traffic of a scenario.
+#[derive(Clone, Debug)]
+pub enum Dataplane {
+    /// Hosts send plain UDP over the underlay: the fabric alone.
+    Underlay,
+    /// Pods send through each host's overlay vrouter, programmed by the network manager.
+    Overlay(Box<OverlaySpec>),
+}
+
+/// The cluster and the overlay's settings.
+#[derive(Clone, Debug)]
+pub struct OverlaySpec {
+    /// The cluster built from the manifests.
+    pub cluster: Cluster,
+    /// The manifest files, as resolved.
+    pub manifests: Vec<PathBuf>,
+    /// Tunnel encapsulation.
+    pub encapsulation: Encapsulation,
+    /// Flow table bound per vrouter.
+    pub flows_max: usize,
+    /// Idle flow timeout.
+    pub flow_idle_timeout: SimDuration,
+}
+
+/// Who a traffic entry's flows run between.
+#[derive(Clone, Debug)]
+pub enum Endpoints {
+    /// Underlay hosts (a flow never goes to its own source).
+    Hosts {
+        /// Hosts flows start from.
+        from: Vec<NodeId>,
+        /// Hosts flows go to.
+        to: Vec<NodeId>,
+    },
+    /// Pods, to a service or to other pods.
+    Pods {
+        /// Pods flows start from.
+        from: Vec<PodId>,
+        /// Where they go.
+        to: PodTarget,
+    },
+}
+
+/// The destination of pod traffic.
+#[derive(Clone, Debug)]
+pub enum PodTarget {
+    /// A service's ClusterIP and port.
+    Service {
+        /// Index in the cluster's services.
+        service: usize,
+    },
+    /// Pods' own addresses.
+    Pods(Vec<PodId>),
+}
+
+/// A traffic entry: `flows` flows between its endpoints.
 #[derive(Clone, Debug)]
 pub struct TrafficSpec {
     /// Its name (given, or `traffic-<index>`).
     pub name: String,
-    /// Hosts flows start from.
-    pub from: Vec<NodeId>,
-    /// Hosts flows go to (a flow never goes to its own source).
-    pub to: Vec<NodeId>,
+    /// Between whom.
+    pub endpoints: Endpoints,
+    /// IP protocol of the packets (UDP or TCP).
+    pub protocol: u8,
+    /// If set, every delivered packet is answered with a reply of this IP size.
+    pub reply_size: Option<u32>,
     /// Spacing of packets.
     pub pattern: Pattern,
     /// Aggregate rate of the whole entry, shared evenly by its flows.
@@ -265,7 +393,7 @@ pub struct TrafficSpec {
     pub start: SimTime,
     /// When sending stops.
     pub stop: SimTime,
-    /// UDP destination port.
+    /// Destination port (for a service, the service's port).
     pub port: u16,
 }
 
@@ -294,16 +422,23 @@ pub struct CheckSpec {
 /// The kinds of checks a foundation scenario can carry.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CheckKind {
-    /// Delivered / sent packets (of one traffic entry, or all) is at least `min`.
+    /// Delivered / sent packets (of one traffic entry, or all) is at least `min` and at most
+    /// `max` (a `max` of 0 asserts isolation: nothing gets through).
     DeliveryRatio {
         /// Lowest acceptable ratio, in [0, 1].
         min: f64,
+        /// Highest acceptable ratio, in [0, 1].
+        max: f64,
         /// Index of the traffic entry, or `None` for all traffic.
         traffic: Option<usize>,
     },
     /// Every dropped packet was dropped inside a failure window: from an element's failure
     /// until routing has learnt of its recovery.
     LossOnlyInFailureWindows,
+    /// Every reply a pod receives comes from exactly the address and port its request went to
+    /// (for a service, the ClusterIP and service port: NAT's reverse translation works), and
+    /// some replies were received.
+    RepliesFromTarget,
 }
 
 /// A window in which losses are explained by a failure.
@@ -422,17 +557,33 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
             return None;
         }
     };
+    let dataplane = dataplane_spec(&file, &topology, report)?;
+    let cluster = match &dataplane {
+        Dataplane::Overlay(overlay) => Some(&overlay.cluster),
+        Dataplane::Underlay => None,
+    };
     let end = SimTime::ZERO + duration;
     let traffic: Vec<TrafficSpec> = file
         .traffic
         .iter()
         .enumerate()
-        .filter_map(|(index, section)| traffic_spec(index, section, &topology, end, report))
+        .filter_map(|(index, section)| traffic_spec(index, section, &topology, cluster, end, report))
         .collect();
     let mut names = std::collections::BTreeSet::new();
     for (spec, section) in traffic.iter().zip(&file.traffic) {
         if !names.insert(spec.name.clone()) {
             report.spanned(section, format!("traffic name `{}` is used twice", spec.name));
+        }
+    }
+    let mut captures = Vec::new();
+    for capture in &file.captures {
+        if topology.port_by_name(capture.get_ref()).is_some() {
+            captures.push(capture.get_ref().clone());
+        } else {
+            report.spanned(
+                capture,
+                format!("capture `{}`: no such port (write e.g. `host-7:uplink0`)", capture.get_ref()),
+            );
         }
     }
     let mut events: Vec<FaultSpec> =
@@ -455,9 +606,11 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
         duration,
         events_max,
         fabric,
+        dataplane,
         traffic,
         events,
         checks,
+        captures,
     })
 }
 
@@ -579,22 +732,53 @@ fn traffic_spec(
     index: usize,
     section: &Spanned<TrafficSection>,
     topology: &Topology,
+    cluster: Option<&Cluster>,
     end: SimTime,
     report: &mut Reporter<'_>,
 ) -> Option<TrafficSpec> {
     let traffic = section.get_ref();
     let before = report.diagnostics.len();
     let name = traffic.name.clone().unwrap_or_else(|| format!("traffic-{index}"));
-    let from = resolve_hosts(&traffic.from, topology, report);
-    let to = resolve_hosts(&traffic.to, topology, report);
-    if report.diagnostics.len() == before
-        && (from.is_empty() || to.is_empty() || (from.len() == 1 && from == to))
-    {
-        report.spanned(
-            section,
-            format!("traffic `{name}`: `from` and `to` must allow a flow between two different hosts"),
-        );
-    }
+    let pod_traffic = selector_items(&traffic.from).iter().any(|item| item.starts_with("pods:"));
+    let endpoints = if pod_traffic {
+        pod_endpoints(&name, traffic, cluster, report)
+    } else {
+        let from = resolve_hosts(&traffic.from, topology, report);
+        let to = resolve_hosts(&traffic.to, topology, report);
+        if report.diagnostics.len() == before
+            && (from.is_empty() || to.is_empty() || (from.len() == 1 && from == to))
+        {
+            report.spanned(
+                section,
+                format!("traffic `{name}`: `from` and `to` must allow a flow between two different hosts"),
+            );
+        }
+        Some(Endpoints::Hosts { from, to })
+    };
+    let protocol = match traffic.protocol {
+        Some(ProtocolName::Tcp) => netsim_core::packet::IP_PROTO_TCP,
+        Some(ProtocolName::Udp) => netsim_core::packet::IP_PROTO_UDP,
+        // Services are TCP unless they say otherwise; plain host traffic is UDP.
+        None if pod_traffic => netsim_core::packet::IP_PROTO_TCP,
+        None => netsim_core::packet::IP_PROTO_UDP,
+    };
+    let probe_min = PACKET_BYTES_MIN + if protocol == netsim_core::packet::IP_PROTO_TCP { 12 } else { 0 };
+    let reply_size = match &traffic.reply_size {
+        Some(size) if !(probe_min..=65_535).contains(&size.get_ref().0) => {
+            report.spanned(
+                size,
+                format!("traffic `{name}`: `reply_size` must be between {probe_min}B and 65535B"),
+            );
+            None
+        }
+        Some(size) if !pod_traffic => {
+            report
+                .spanned(size, format!("traffic `{name}`: replies need pod traffic (`from = \"pods:...\"`)"));
+            None
+        }
+        Some(size) => Some(size.get_ref().0 as u32),
+        None => None,
+    };
     let rate = *traffic.rate.get_ref();
     let flows = *traffic.flows.get_ref();
     if !(1..=1_000_000).contains(&flows) {
@@ -606,9 +790,9 @@ fn traffic_spec(
         );
     }
     let size = traffic.size.get_ref().0;
-    if !(PACKET_BYTES_MIN..=65_535).contains(&size) {
+    if !(probe_min..=65_535).contains(&size) {
         let message = format!(
-            "traffic `{name}`: `size` {size}B must be between {PACKET_BYTES_MIN}B (headers and probe payload) and 65535B"
+            "traffic `{name}`: `size` {size}B must be between {probe_min}B (headers and probe payload) and 65535B"
         );
         report.at(Some(traffic.size.span()).filter(|s| *s != (0..0)).or(Some(section.span())), message);
     }
@@ -626,10 +810,12 @@ fn traffic_spec(
         let field = traffic.start.as_ref().map_or(section.span(), |s| s.span());
         report.at(Some(field), format!("traffic `{name}`: `start` must be before `stop` (and the duration)"));
     }
+    let endpoints = endpoints?;
     (report.diagnostics.len() == before).then_some(TrafficSpec {
         name,
-        from,
-        to,
+        endpoints,
+        protocol,
+        reply_size,
         pattern: traffic.pattern,
         rate,
         size_bytes: size as u32,
@@ -638,6 +824,211 @@ fn traffic_spec(
         stop,
         port: traffic.port,
     })
+}
+
+fn selector_items(selector: &Spanned<HostSelector>) -> Vec<&str> {
+    match selector.get_ref() {
+        HostSelector::One(item) => vec![item.as_str()],
+        HostSelector::Many(items) => items.iter().map(String::as_str).collect(),
+    }
+}
+
+/// Pods matching `pods:[NAMESPACE/]KEY=VALUE[,KEY=VALUE...]`.
+fn select_pods(cluster: &Cluster, selector: &str) -> Result<Vec<PodId>, String> {
+    let body = selector.strip_prefix("pods:").unwrap_or(selector);
+    let (namespace, terms) = match body.split_once('/') {
+        Some((namespace, terms)) => (Some(namespace), terms),
+        None => (None, body),
+    };
+    let mut labels = Vec::new();
+    for term in terms.split(',') {
+        let (key, value) = term
+            .split_once('=')
+            .ok_or_else(|| format!("`{selector}`: write pods:[NAMESPACE/]KEY=VALUE[,KEY=VALUE...]"))?;
+        labels.push((key.trim(), value.trim()));
+    }
+    Ok(cluster
+        .pods()
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| namespace.is_none_or(|n| p.pod.namespace == n))
+        .filter(|(_, p)| {
+            labels.iter().all(|(k, v)| p.pod.template.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(i, _)| PodId(i as u32))
+        .collect())
+}
+
+fn pod_endpoints(
+    name: &str,
+    traffic: &TrafficSection,
+    cluster: Option<&Cluster>,
+    report: &mut Reporter<'_>,
+) -> Option<Endpoints> {
+    let Some(cluster) = cluster else {
+        report.spanned(
+            &traffic.from,
+            format!("traffic `{name}`: pod traffic needs `dataplane = \"overlay\"` and `manifests`"),
+        );
+        return None;
+    };
+    let mut from = Vec::new();
+    for item in selector_items(&traffic.from) {
+        match select_pods(cluster, item) {
+            Ok(pods) if !pods.is_empty() => from.extend(pods),
+            Ok(_) => report.spanned(&traffic.from, format!("traffic `{name}`: `{item}` selects no pod")),
+            Err(message) => report.spanned(&traffic.from, format!("traffic `{name}`: {message}")),
+        }
+    }
+    from.sort();
+    from.dedup();
+    let targets = selector_items(&traffic.to);
+    let [target] = targets.as_slice() else {
+        report.spanned(
+            &traffic.to,
+            format!("traffic `{name}`: pod traffic goes to one `service:NAME` or `pods:...`"),
+        );
+        return None;
+    };
+    let to = if let Some(service) = target.strip_prefix("service:") {
+        let (namespace, service) = service.split_once('/').unwrap_or(("default", service));
+        let found = cluster.services().iter().position(|s| {
+            s.service.namespace == namespace && s.service.name == service && s.cluster_ip.is_some()
+        });
+        match found {
+            Some(index) => {
+                let state = &cluster.services()[index];
+                if !state.service.ports.iter().any(|p| p.port == traffic.port) {
+                    let ports: Vec<String> = state.service.ports.iter().map(|p| p.port.to_string()).collect();
+                    report.spanned(&traffic.to, format!("traffic `{name}`: service `{namespace}/{service}` has no port {} (it has {}); set `port`", traffic.port, ports.join(", ")));
+                }
+                PodTarget::Service { service: index }
+            }
+            None => {
+                report.spanned(&traffic.to, format!("traffic `{name}`: no service `{namespace}/{service}` with a ClusterIP in the manifests"));
+                return None;
+            }
+        }
+    } else {
+        match select_pods(cluster, target) {
+            Ok(pods) if !pods.is_empty() => PodTarget::Pods(pods),
+            Ok(_) => {
+                report.spanned(&traffic.to, format!("traffic `{name}`: `{target}` selects no pod"));
+                return None;
+            }
+            Err(message) => {
+                report.spanned(&traffic.to, format!("traffic `{name}`: {message} (or service:NAME)"));
+                return None;
+            }
+        }
+    };
+    if let PodTarget::Pods(pods) = &to
+        && pods.len() == 1
+        && from == *pods
+    {
+        report.spanned(&traffic.to, format!("traffic `{name}`: a pod cannot be its own only destination"));
+    }
+    (!from.is_empty()).then_some(Endpoints::Pods { from, to })
+}
+
+/// The data plane, the manifests and the cluster they build.
+fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporter<'_>) -> Option<Dataplane> {
+    let overlay = file.dataplane.as_ref().is_some_and(|d| *d.get_ref() == DataplaneName::Overlay);
+    if !overlay {
+        for (present, what) in [
+            (!file.manifests.is_empty(), "`manifests`"),
+            (file.overlay.is_some(), "[overlay]"),
+            (file.cluster.is_some(), "[cluster]"),
+            (file.isolation.is_some(), "`isolation`"),
+        ] {
+            if present {
+                report.at(None, format!("{what} needs `dataplane = \"overlay\"`"));
+                return None;
+            }
+        }
+        return Some(Dataplane::Underlay);
+    }
+    let mut config = ClusterConfig { hosts: topology.host_count(), ..ClusterConfig::default() };
+    if let Some(section) = &file.cluster {
+        let cluster = section.get_ref();
+        for (value, target, field) in [
+            (&cluster.pod_cidr, &mut config.pod_cidr, "pod_cidr"),
+            (&cluster.service_cidr, &mut config.service_cidr, "service_cidr"),
+        ] {
+            if let Some(text) = value {
+                match text.parse() {
+                    Ok(net) => *target = net,
+                    Err(_) => {
+                        report.spanned(section, format!("[cluster] {field}: `{text}` is not an IPv4 CIDR"));
+                        return None;
+                    }
+                }
+            }
+        }
+        if let Some(pods) = cluster.pods_per_host {
+            config.pods_per_host_max = pods;
+        }
+    }
+    let base = report.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut objects = Objects::default();
+    let mut manifests = Vec::new();
+    for entry in &file.manifests {
+        let path = base.join(entry.get_ref());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                report.spanned(entry, format!("cannot read manifest {}: {error}", path.display()));
+                continue;
+            }
+        };
+        match manifest::parse(&path.display().to_string(), &text) {
+            Ok((parsed, _warnings)) => objects.extend(parsed),
+            Err(errors) => {
+                for error in errors {
+                    report.diagnostics.push(Diagnostic {
+                        file: path.clone(),
+                        line: error.line.unwrap_or(0),
+                        column: 0,
+                        message: match &error.object {
+                            Some(object) => {
+                                format!("document {} ({object}): {}", error.document, error.message)
+                            }
+                            None => format!("document {}: {}", error.document, error.message),
+                        },
+                    });
+                }
+            }
+        }
+        manifests.push(path);
+    }
+    if file.manifests.is_empty() {
+        report.at(None, "`dataplane = \"overlay\"` needs `manifests` (Kubernetes YAML files)".into());
+        return None;
+    }
+    let cluster = match Cluster::build(config, objects) {
+        Ok(cluster) => cluster,
+        Err(errors) => {
+            for error in errors {
+                report.spanned(&file.manifests[0], format!("{error}"));
+            }
+            return None;
+        }
+    };
+    let section = file.overlay.as_ref().map(|o| o.get_ref());
+    let encapsulation = match section.and_then(|o| o.encapsulation) {
+        None | Some(EncapsulationName::MplsOverUdp) => Encapsulation::MplsOverUdp,
+        Some(EncapsulationName::MplsOverGre) => Encapsulation::MplsOverGre,
+        Some(EncapsulationName::Vxlan) => Encapsulation::Vxlan,
+    };
+    Some(Dataplane::Overlay(Box::new(OverlaySpec {
+        cluster,
+        manifests,
+        encapsulation,
+        flows_max: section.and_then(|o| o.flows_max).unwrap_or(512 * 1024) as usize,
+        flow_idle_timeout: section
+            .and_then(|o| o.flow_idle_timeout)
+            .map_or(SimDuration::from_secs(60), |d| d.0),
+    })))
 }
 
 fn fault_spec(
@@ -724,23 +1115,39 @@ fn check_spec(
     };
     let (kind, default_name) = match check.kind {
         CheckKindName::DeliveryRatio => {
-            let Some(min) = &check.min else {
-                report.spanned(section, "a `delivery_ratio` check needs `min` (e.g. min = 0.99)".into());
+            if check.min.is_none() && check.max.is_none() {
+                report.spanned(
+                    section,
+                    "a `delivery_ratio` check needs `min` (e.g. min = 0.99) or `max`".into(),
+                );
                 return None;
-            };
-            if !(0.0..=1.0).contains(min.get_ref()) {
-                report.spanned(min, "`min` is a ratio between 0 and 1".into());
-                return None;
+            }
+            for bound in [&check.min, &check.max].into_iter().flatten() {
+                if !(0.0..=1.0).contains(bound.get_ref()) {
+                    report.spanned(bound, "`min` and `max` are ratios between 0 and 1".into());
+                    return None;
+                }
             }
             let name = match traffic_index {
                 Some(index) => format!("delivery_ratio[{}]", traffic[index].name),
                 None => "delivery_ratio".to_string(),
             };
-            (CheckKind::DeliveryRatio { min: *min.get_ref(), traffic: traffic_index }, name)
+            let min = check.min.as_ref().map_or(0.0, |m| *m.get_ref());
+            let max = check.max.as_ref().map_or(1.0, |m| *m.get_ref());
+            (CheckKind::DeliveryRatio { min, max, traffic: traffic_index }, name)
+        }
+        CheckKindName::RepliesFromTarget => {
+            for bound in [&check.min, &check.max].into_iter().flatten() {
+                report.spanned(bound, "`replies_from_target` takes no `min` or `max`".into());
+            }
+            if let Some(name) = &check.traffic {
+                report.spanned(name, "`replies_from_target` applies to all traffic; remove `traffic`".into());
+            }
+            (CheckKind::RepliesFromTarget, "replies_from_target".to_string())
         }
         CheckKindName::LossOnlyInFailureWindows => {
-            if let Some(min) = &check.min {
-                report.spanned(min, "`loss_only_in_failure_windows` takes no `min`".into());
+            for bound in [&check.min, &check.max].into_iter().flatten() {
+                report.spanned(bound, "`loss_only_in_failure_windows` takes no `min` or `max`".into());
             }
             if let Some(name) = &check.traffic {
                 report.spanned(

@@ -5,10 +5,14 @@
 //! time. The receiving end reads it back to attribute deliveries and drops to flows and to
 //! measure one-way latency — from the bytes, as a real receiver would.
 
+use std::net::Ipv4Addr;
+
 use netsim_core::checksum;
-use netsim_core::packet::ETHERNET_HEADER_LEN;
+use netsim_core::packet::{ETHERNET_HEADER_LEN, IP_PROTO_TCP, IP_PROTO_UDP};
 use netsim_core::{SimDuration, SimTime};
-use netsim_fabric::{NodeId, Topology};
+use netsim_fabric::NodeId;
+use netsim_vrouter::InterfaceId;
+use netsim_vrouter::wire::{GRE_LEN, IP_PROTO_GRE, MPLS_LEN, MPLS_UDP_PORT, VXLAN_LEN, VXLAN_UDP_PORT};
 
 use crate::scenario::Pattern;
 
@@ -18,10 +22,11 @@ pub const PROBE_MAGIC: [u8; 4] = *b"NSIM";
 pub const PROBE_LEN: usize = 24;
 const IPV4_HEADER_LEN: usize = 20;
 const UDP_HEADER_LEN: usize = 8;
-const PROBE_OFFSET: usize = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN;
+const TCP_HEADER_LEN: usize = 20;
 const IP_IDENT_OFFSET: usize = ETHERNET_HEADER_LEN + 4;
 const IP_CHECKSUM_OFFSET: usize = ETHERNET_HEADER_LEN + 10;
-const UDP_CHECKSUM_OFFSET: usize = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + 6;
+/// The bit of a probe's flow id that marks a reply.
+pub const REPLY_BIT: u32 = 1 << 31;
 
 /// What a probe payload says about its packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,11 +40,21 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Reads the probe of an Ethernet/IPv4/UDP frame; `None` if the frame carries none.
+    /// Reads the probe of an Ethernet/IPv4/UDP-or-TCP frame; `None` if it carries none.
     pub fn read(frame: &[u8]) -> Option<Probe> {
-        let ip = frame.get(ETHERNET_HEADER_LEN..)?;
+        Probe::read_ip(frame, ETHERNET_HEADER_LEN)
+    }
+
+    /// Reads the probe of the IPv4 packet at `at`.
+    fn read_ip(frame: &[u8], at: usize) -> Option<Probe> {
+        let ip = frame.get(at..)?;
         let header_len = usize::from(ip.first()? & 0x0f) * 4;
-        let start = ETHERNET_HEADER_LEN + header_len + UDP_HEADER_LEN;
+        let transport = at + header_len;
+        let start = match *ip.get(9)? {
+            IP_PROTO_UDP => transport + UDP_HEADER_LEN,
+            IP_PROTO_TCP => transport + usize::from(frame.get(transport + 12)? >> 4) * 4,
+            _ => return None,
+        };
         let probe = frame.get(start..start + PROBE_LEN)?;
         if probe[0..4] != PROBE_MAGIC {
             return None;
@@ -48,17 +63,64 @@ impl Probe {
         let u64_at = |at: usize| (u64::from(u32_at(at)) << 32) | u64::from(u32_at(at + 4));
         Some(Probe { flow: u32_at(4), seq: u64_at(8), sent_at: SimTime(u64_at(16)) })
     }
+
+    /// Reads the probe of a frame, looking inside MPLS-over-UDP, VXLAN or MPLS-over-GRE
+    /// encapsulation when the outer packet carries no probe: a drop in the fabric is still
+    /// attributed to its flow.
+    pub fn find(frame: &[u8]) -> Option<Probe> {
+        if let Some(probe) = Probe::read(frame) {
+            return Some(probe);
+        }
+        let ip = frame.get(ETHERNET_HEADER_LEN..)?;
+        let transport = ETHERNET_HEADER_LEN + usize::from(ip.first()? & 0x0f) * 4;
+        let inner = match *ip.get(9)? {
+            IP_PROTO_UDP => {
+                let port = u16::from_be_bytes([*frame.get(transport + 2)?, *frame.get(transport + 3)?]);
+                match port {
+                    MPLS_UDP_PORT => transport + UDP_HEADER_LEN + MPLS_LEN,
+                    VXLAN_UDP_PORT => transport + UDP_HEADER_LEN + VXLAN_LEN + ETHERNET_HEADER_LEN,
+                    _ => return None,
+                }
+            }
+            IP_PROTO_GRE => transport + GRE_LEN + MPLS_LEN,
+            _ => return None,
+        };
+        Probe::read_ip(frame, inner)
+    }
 }
 
-/// One UDP flow: a fixed 5-tuple sending packets at a rate between two hosts.
+/// The addresses of a flow's packets, as its sender writes them.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowAddresses {
+    /// Source MAC (a pod's, or zero for underlay hosts: the fabric fills MACs in).
+    pub src_mac: [u8; 6],
+    /// Destination MAC (the pod's gateway, or zero).
+    pub dst_mac: [u8; 6],
+    /// Source address.
+    pub src_ip: Ipv4Addr,
+    /// Destination address.
+    pub dst_ip: Ipv4Addr,
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// IP protocol: UDP or TCP.
+    pub protocol: u8,
+}
+
+/// One flow: a fixed 5-tuple sending packets at a rate.
 #[derive(Clone, Debug)]
 pub struct Flow {
     /// Index of the traffic entry it belongs to.
     pub traffic: u32,
-    /// Sending host.
+    /// The host it is sent from.
     pub src: NodeId,
-    /// Receiving host.
-    pub dst: NodeId,
+    /// The host it is addressed to (underlay traffic), for reports.
+    pub dst: Option<NodeId>,
+    /// The pod interface it is sent from (pod traffic).
+    pub interface: Option<InterfaceId>,
+    /// Its addresses.
+    pub addresses: FlowAddresses,
     /// Spacing of packets.
     pub pattern: Pattern,
     /// Mean gap between packets, in nanoseconds.
@@ -69,36 +131,53 @@ pub struct Flow {
     pub sent: u64,
     /// The frame with the probe fields zero; checksums computed for that.
     template: Vec<u8>,
+    /// Offset of the probe payload in the frame.
+    probe_at: usize,
+    /// Offset of the transport checksum.
+    checksum_at: usize,
 }
 
 impl Flow {
-    /// A flow of `size_bytes` IP packets from `src` to `dst`, ports `src_port` → `dst_port`.
+    /// A flow of `size_bytes` IP packets with `addresses`, sent from `src` (and, for pods,
+    /// `interface`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        topology: &Topology,
         traffic: u32,
         src: NodeId,
-        dst: NodeId,
-        src_port: u16,
-        dst_port: u16,
+        dst: Option<NodeId>,
+        interface: Option<InterfaceId>,
+        addresses: FlowAddresses,
         size_bytes: u32,
         pattern: Pattern,
         interval_ns: u64,
         stop: SimTime,
     ) -> Flow {
-        let payload = vec![0u8; size_bytes as usize - IPV4_HEADER_LEN - UDP_HEADER_LEN];
-        let builder = etherparse::PacketBuilder::ethernet2([0; 6], [0; 6])
-            .ipv4(topology.host_ip(src).octets(), topology.host_ip(dst).octets(), 64)
-            .udp(src_port, dst_port);
-        let mut template = Vec::with_capacity(builder.size(payload.len()));
-        // Writing into a Vec cannot fail, and validation bounds the size to a valid IP length.
-        builder.write(&mut template, &payload).expect("a validated packet size builds");
-        template[PROBE_OFFSET..PROBE_OFFSET + 4].copy_from_slice(&PROBE_MAGIC);
-        // The magic changed the payload: recompute the UDP checksum once for the template.
-        template[UDP_CHECKSUM_OFFSET..UDP_CHECKSUM_OFFSET + 2].fill(0);
-        let udp_checksum = udp_checksum(&template);
-        template[UDP_CHECKSUM_OFFSET..UDP_CHECKSUM_OFFSET + 2].copy_from_slice(&udp_checksum.to_be_bytes());
-        Flow { traffic, src, dst, pattern, interval_ns, stop, sent: 0, template }
+        let template = build_frame(
+            &addresses,
+            size_bytes as usize,
+            &Probe { flow: 0, seq: 0, sent_at: SimTime::ZERO },
+            true,
+        );
+        let l4 = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN;
+        let (probe_at, checksum_at) = if addresses.protocol == IP_PROTO_TCP {
+            (l4 + TCP_HEADER_LEN, l4 + 16)
+        } else {
+            (l4 + UDP_HEADER_LEN, l4 + 6)
+        };
+        Flow {
+            traffic,
+            src,
+            dst,
+            interface,
+            addresses,
+            pattern,
+            interval_ns,
+            stop,
+            sent: 0,
+            template,
+            probe_at,
+            checksum_at,
+        }
     }
 
     /// Writes the next packet of the flow into `buffer` (reusing its allocation), stamped with
@@ -112,16 +191,16 @@ impl Flow {
         fields[0..4].copy_from_slice(&id.to_be_bytes());
         fields[4..12].copy_from_slice(&seq.to_be_bytes());
         fields[12..20].copy_from_slice(&now.as_nanos().to_be_bytes());
-        buffer[PROBE_OFFSET + 4..PROBE_OFFSET + PROBE_LEN].copy_from_slice(&fields);
+        buffer[self.probe_at + 4..self.probe_at + PROBE_LEN].copy_from_slice(&fields);
         // The template's probe fields were zero: add the new words to its checksum.
-        let template_checksum =
-            u16::from_be_bytes([self.template[UDP_CHECKSUM_OFFSET], self.template[UDP_CHECKSUM_OFFSET + 1]]);
+        let at = self.checksum_at;
+        let template_checksum = u16::from_be_bytes([self.template[at], self.template[at + 1]]);
         let sum = checksum::fold(checksum::sum_words(&fields, u64::from(!template_checksum)));
-        let udp = match !sum {
-            0 => 0xffff, // RFC 768: a computed zero is sent as all ones.
+        let transport = match !sum {
+            0 if self.addresses.protocol == IP_PROTO_UDP => 0xffff, // RFC 768: zero is sent as ones.
             value => value,
         };
-        buffer[UDP_CHECKSUM_OFFSET..UDP_CHECKSUM_OFFSET + 2].copy_from_slice(&udp.to_be_bytes());
+        buffer[at..at + 2].copy_from_slice(&transport.to_be_bytes());
         // IP identification: the low 16 bits of the sequence number.
         let ident = seq as u16;
         buffer[IP_IDENT_OFFSET..IP_IDENT_OFFSET + 2].copy_from_slice(&ident.to_be_bytes());
@@ -145,18 +224,33 @@ impl Flow {
     }
 }
 
-/// The UDP checksum of an Ethernet/IPv4 (no options)/UDP frame, with the checksum field zero.
-fn udp_checksum(frame: &[u8]) -> u16 {
-    let ip = &frame[ETHERNET_HEADER_LEN..];
-    let udp = &ip[IPV4_HEADER_LEN..];
-    let mut acc = checksum::sum_words(&ip[12..20], 0); // addresses
-    acc += u64::from(ip[9]); // protocol
-    acc += udp.len() as u64;
-    let sum = checksum::fold(checksum::sum_words(udp, acc));
-    match checksum::finish(sum) {
-        0 => 0xffff,
-        value => value,
+/// Builds a complete Ethernet/IPv4/UDP-or-TCP frame of `size` IP bytes carrying `probe`
+/// (with the probe's magic; `zero_fields` leaves the probe's numbers zero, for templates).
+/// TCP segments carry ACK and PSH: data of an established connection.
+pub fn build_frame(addresses: &FlowAddresses, size: usize, probe: &Probe, zero_fields: bool) -> Vec<u8> {
+    let transport_len = if addresses.protocol == IP_PROTO_TCP { TCP_HEADER_LEN } else { UDP_HEADER_LEN };
+    let mut payload = vec![0u8; size - IPV4_HEADER_LEN - transport_len];
+    payload[0..4].copy_from_slice(&PROBE_MAGIC);
+    if !zero_fields {
+        payload[4..8].copy_from_slice(&probe.flow.to_be_bytes());
+        payload[8..16].copy_from_slice(&probe.seq.to_be_bytes());
+        payload[16..24].copy_from_slice(&probe.sent_at.as_nanos().to_be_bytes());
     }
+    let ip = etherparse::PacketBuilder::ethernet2(addresses.src_mac, addresses.dst_mac).ipv4(
+        addresses.src_ip.octets(),
+        addresses.dst_ip.octets(),
+        64,
+    );
+    let mut frame = Vec::with_capacity(ETHERNET_HEADER_LEN + size);
+    // Writing into a Vec cannot fail, and validation bounds the size to a valid IP length.
+    if addresses.protocol == IP_PROTO_TCP {
+        let builder = ip.tcp(addresses.src_port, addresses.dst_port, 1, 65535).ack(1).psh();
+        builder.write(&mut frame, &payload).expect("a validated packet size builds");
+    } else {
+        let builder = ip.udp(addresses.src_port, addresses.dst_port);
+        builder.write(&mut frame, &payload).expect("a validated packet size builds");
+    }
+    frame
 }
 
 /// Turns a 64-bit random draw into a uniform value in (0, 1].
@@ -168,17 +262,23 @@ pub fn unit_interval(draw: u64) -> f64 {
 mod tests {
     use super::*;
     use etherparse::{SlicedPacket, TransportSlice};
-    use netsim_fabric::FabricConfig;
 
-    fn flow() -> Flow {
-        let topology = Topology::build(&FabricConfig::default()).expect("valid");
+    fn flow(protocol: u8) -> Flow {
+        let addresses = FlowAddresses {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_ip: Ipv4Addr::new(172, 16, 0, 4),
+            dst_ip: Ipv4Addr::new(172, 16, 0, 43),
+            src_port: 10_007,
+            dst_port: 5001,
+            protocol,
+        };
         Flow::new(
-            &topology,
             0,
             NodeId(3),
-            NodeId(42),
-            10_007,
-            5001,
+            Some(NodeId(42)),
+            None,
+            addresses,
             200,
             Pattern::Constant,
             1000,
@@ -188,27 +288,55 @@ mod tests {
 
     #[test]
     fn packets_carry_their_probe_and_valid_checksums() {
-        let mut flow = flow();
-        let mut buffer = Vec::new();
-        for seq in 0..3u64 {
-            flow.next_packet(77, SimTime(123_456 + seq), &mut buffer);
-            assert_eq!(buffer.len(), 14 + 200);
-            let probe = Probe::read(&buffer).expect("has a probe");
-            assert_eq!(probe, Probe { flow: 77, seq, sent_at: SimTime(123_456 + seq) });
-            let packet = SlicedPacket::from_ethernet(&buffer).expect("parses");
-            let Some(etherparse::NetSlice::Ipv4(ip)) = &packet.net else { panic!("IPv4") };
-            let header = ip.header().to_header();
-            assert_eq!(header.header_checksum, header.calc_header_checksum());
-            assert_eq!(header.identification, seq as u16);
-            let Some(TransportSlice::Udp(udp)) = &packet.transport else { panic!("UDP") };
-            let expected = udp.to_header().calc_checksum_ipv4(&header, udp.payload()).expect("payload fits");
-            assert_eq!(udp.checksum(), expected);
+        for protocol in [IP_PROTO_UDP, IP_PROTO_TCP] {
+            let mut flow = flow(protocol);
+            let mut buffer = Vec::new();
+            for seq in 0..3u64 {
+                flow.next_packet(77, SimTime(123_456 + seq), &mut buffer);
+                assert_eq!(buffer.len(), 14 + 200);
+                let probe = Probe::read(&buffer).expect("has a probe");
+                assert_eq!(probe, Probe { flow: 77, seq, sent_at: SimTime(123_456 + seq) });
+                let packet = SlicedPacket::from_ethernet(&buffer).expect("parses");
+                let Some(etherparse::NetSlice::Ipv4(ip)) = &packet.net else { panic!("IPv4") };
+                let header = ip.header().to_header();
+                assert_eq!(header.header_checksum, header.calc_header_checksum());
+                assert_eq!(header.identification, seq as u16);
+                match &packet.transport {
+                    Some(TransportSlice::Udp(udp)) => {
+                        let expected =
+                            udp.to_header().calc_checksum_ipv4(&header, udp.payload()).expect("fits");
+                        assert_eq!(udp.checksum(), expected);
+                    }
+                    Some(TransportSlice::Tcp(tcp)) => {
+                        let expected =
+                            tcp.to_header().calc_checksum_ipv4(&header, tcp.payload()).expect("fits");
+                        assert_eq!(tcp.checksum(), expected);
+                        assert!(tcp.ack() && tcp.psh());
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
         }
     }
 
     #[test]
+    fn probes_are_found_inside_encapsulation() {
+        let mut flow = flow(IP_PROTO_UDP);
+        let mut inner = Vec::new();
+        flow.next_packet(5, SimTime(9), &mut inner);
+        // MPLS over UDP: outer Ethernet, IPv4, UDP to 6635, one label, then the inner packet.
+        let mut outer = inner[..14].to_vec();
+        outer.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 172, 16, 0, 1, 172, 16, 0, 2]);
+        outer.extend_from_slice(&[0xc0, 0x00, 0x19, 0xeb, 0, 0, 0, 0]);
+        outer.extend_from_slice(&[0, 1, 1, 64]);
+        outer.extend_from_slice(&inner[14..]);
+        assert_eq!(Probe::read(&outer), None);
+        assert_eq!(Probe::find(&outer), Some(Probe { flow: 5, seq: 0, sent_at: SimTime(9) }));
+    }
+
+    #[test]
     fn frames_without_probes_are_not_misread() {
-        let mut flow = flow();
+        let mut flow = flow(IP_PROTO_UDP);
         let mut buffer = Vec::new();
         flow.next_packet(1, SimTime::ZERO, &mut buffer);
         buffer[42] = b'X';
@@ -219,7 +347,7 @@ mod tests {
 
     #[test]
     fn poisson_gaps_have_the_configured_mean() {
-        let mut flow = flow();
+        let mut flow = flow(IP_PROTO_UDP);
         flow.pattern = Pattern::Poisson;
         let samples = 100_000u64;
         let total: u64 =

@@ -129,7 +129,8 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
     let services: Vec<&ServiceState> = cluster.services().iter().filter(|s| s.cluster_ip.is_some()).collect();
     let mut names: BTreeSet<String> = collections.keys().map(ToString::to_string).collect();
     names.extend(services.iter().map(|s| service_network_name(s)));
-    let ids: BTreeMap<String, VnId> = names.iter().enumerate().map(|(i, n)| (n.clone(), VnId(i as u32 + 1))).collect();
+    let ids: BTreeMap<String, VnId> =
+        names.iter().enumerate().map(|(i, n)| (n.clone(), VnId(i as u32 + 1))).collect();
 
     // Which services each collection uses.
     let uses: BTreeMap<&Collection, Vec<&ServiceState>> = collections
@@ -138,7 +139,10 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
             let value = cluster.pod(pods[0]).pod.template.labels.get(USES_LABEL);
             let used = services
                 .iter()
-                .filter(|s| s.service.namespace == collection.namespace && value.is_some_and(|v| service_is_named(s, v)))
+                .filter(|s| {
+                    s.service.namespace == collection.namespace
+                        && value.is_some_and(|v| service_is_named(s, v))
+                })
                 .copied()
                 .collect();
             (collection, used)
@@ -164,7 +168,10 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
         for service in used {
             rules.extend(service_ports(service, id, ids[&service_network_name(service)]));
         }
-        networks.insert(id, VirtualNetwork { id, name: collection.to_string(), acl: Acl { rules, default: Verdict::Deny } });
+        networks.insert(
+            id,
+            VirtualNetwork { id, name: collection.to_string(), acl: Acl { rules, default: Verdict::Deny } },
+        );
     }
     for service in &services {
         let id = ids[&service_network_name(service)];
@@ -174,7 +181,14 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
                 rules.extend(service_ports(service, ids[&collection.to_string()], id));
             }
         }
-        networks.insert(id, VirtualNetwork { id, name: service_network_name(service), acl: Acl { rules, default: Verdict::Deny } });
+        networks.insert(
+            id,
+            VirtualNetwork {
+                id,
+                name: service_network_name(service),
+                acl: Acl { rules, default: Verdict::Deny },
+            },
+        );
     }
 
     // Labels: per host, interfaces first in pod order, then floating IPs in service order.
@@ -200,14 +214,17 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
         let label = take_label(state.host);
         pod_label.insert(pod, label);
         host_networks[state.host as usize].insert(pod_vn[&pod]);
-        interfaces.push((state.host, AgentMessage::Interface {
-            pod,
-            name: state.key(),
-            ip: state.ip,
-            mac: pod_mac(state.ip),
-            vn: pod_vn[&pod],
-            label,
-        }));
+        interfaces.push((
+            state.host,
+            AgentMessage::Interface {
+                pod,
+                name: state.key(),
+                ip: state.ip,
+                mac: pod_mac(state.ip),
+                vn: pod_vn[&pod],
+                label,
+            },
+        ));
     }
     // Floating IPs: every backend of every service port, once per (pod, service).
     let mut floating: Vec<(u32, AgentMessage)> = Vec::new();
@@ -217,7 +234,11 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
         let mut backends: BTreeMap<PodId, Vec<(u8, u16, u16)>> = BTreeMap::new();
         for (port, list) in service.service.ports.iter().zip(&service.backends) {
             for backend in list {
-                backends.entry(backend.pod).or_default().push((port.protocol.number(), port.port, backend.port));
+                backends.entry(backend.pod).or_default().push((
+                    port.protocol.number(),
+                    port.port,
+                    backend.port,
+                ));
             }
         }
         let mut targets = Vec::new();
@@ -225,7 +246,8 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
             let host = cluster.pod(pod).host;
             let label = take_label(host);
             host_networks[host as usize].insert(vn);
-            let addresses = service.cluster_ip.into_iter().chain(service.service.external_ips.iter().copied());
+            let addresses =
+                service.cluster_ip.into_iter().chain(service.service.external_ips.iter().copied());
             for ip in addresses {
                 floating.push((host, AgentMessage::FloatingIp { pod, ip, vn, ports: ports.clone(), label }));
             }
@@ -237,7 +259,8 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
 
     // Which networks' routes each VRF imports: its own, and for a collection the services it
     // uses; for a service, the collections that use it (for replies).
-    let mut imports: BTreeMap<VnId, BTreeSet<VnId>> = networks.keys().map(|&id| (id, BTreeSet::from([id]))).collect();
+    let mut imports: BTreeMap<VnId, BTreeSet<VnId>> =
+        networks.keys().map(|&id| (id, BTreeSet::from([id]))).collect();
     for (collection, used) in &uses {
         let id = ids[&collection.to_string()];
         for service in used {
@@ -253,7 +276,8 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
         let routes = own_routes.entry(vn).or_default();
         for &pod in pods {
             let state = cluster.pod(pod);
-            let target = RouteTarget { host: host_ips[state.host as usize], label: pod_label[&pod], vni: vn.0 };
+            let target =
+                RouteTarget { host: host_ips[state.host as usize], label: pod_label[&pod], vni: vn.0 };
             routes.push((Ipv4Net::from(state.ip), vec![target]));
         }
     }
@@ -283,7 +307,12 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
         for &vrf in wanted {
             for source in &imports[&vrf] {
                 for (prefix, targets) in own_routes.get(source).into_iter().flatten() {
-                    hosts[host].push(AgentMessage::Route { vrf, prefix: *prefix, targets: targets.clone(), vn: *source });
+                    hosts[host].push(AgentMessage::Route {
+                        vrf,
+                        prefix: *prefix,
+                        targets: targets.clone(),
+                        vn: *source,
+                    });
                 }
             }
         }
@@ -334,7 +363,8 @@ spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
     #[test]
     fn the_seeds_example_becomes_networks_floating_ips_and_leaked_routes() {
         let (objects, _) = manifest::parse("p.yaml", PETSTORE).expect("valid");
-        let cluster = Cluster::build(ClusterConfig { hosts: 4, ..ClusterConfig::default() }, objects).expect("builds");
+        let cluster =
+            Cluster::build(ClusterConfig { hosts: 4, ..ClusterConfig::default() }, objects).expect("builds");
         let plan = plan(&cluster, &host_ips(4));
         let names: Vec<&str> = plan.networks.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["default:bps", "default:frontend", "default:service-frontend"]);
@@ -354,7 +384,9 @@ spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
         let vip_route = plan.hosts[0]
             .iter()
             .find_map(|m| match m {
-                AgentMessage::Route { vrf, prefix, targets, vn } if *vrf == bps && prefix.addr() == vip => Some((targets.clone(), *vn)),
+                AgentMessage::Route { vrf, prefix, targets, vn } if *vrf == bps && prefix.addr() == vip => {
+                    Some((targets.clone(), *vn))
+                }
                 _ => None,
             })
             .expect("the VIP is leaked into bps's VRF");
@@ -374,7 +406,11 @@ spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
         }
         // The frontend network does not see bps's pods, and host 3 (no pods) gets nothing.
         let frontend = plan.network("default:frontend").unwrap().id;
-        assert!(!plan.hosts[1].iter().any(|m| matches!(m, AgentMessage::Route { vrf, vn, .. } if *vrf == frontend && *vn == bps)));
+        assert!(
+            !plan.hosts[1]
+                .iter()
+                .any(|m| matches!(m, AgentMessage::Route { vrf, vn, .. } if *vrf == frontend && *vn == bps))
+        );
         assert!(plan.hosts[3].is_empty());
     }
 }

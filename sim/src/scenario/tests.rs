@@ -1,6 +1,7 @@
 //! Scenario loading, data-driven: each case is a file and the diagnostics it must produce.
 
 use super::*;
+use crate::scenario::{Dataplane, Endpoints, PodTarget};
 
 const HEADER: &str = "name = \"t\"\nseed = 3\nduration = \"1s\"\n";
 
@@ -36,7 +37,7 @@ fn syntax_errors_name_line_and_column() {
 fn unknown_keys_are_errors() {
     check(
         &format!("{HEADER}[fabric_typo]\nx = 1\n"),
-        "t.toml:4:2: error: unknown field `fabric_typo`, expected one of `name`, `seed`, `duration`, `description`, `events_max`, `fabric`, `traffic`, `event`, `check`",
+        "t.toml:4:2: error: unknown field `fabric_typo`, expected one of `name`, `seed`, `duration`, `description`, `events_max`, `dataplane`, `manifests`, `isolation`, `fabric`, `cluster`, `overlay`, `traffic`, `event`, `check`, `captures`",
     );
     check(
         &format!("{HEADER}[fabric]\nhost = 3\n"),
@@ -88,7 +89,7 @@ fn every_problem_is_reported_at_once() {
         "t.toml:4:1: error: traffic `traffic-0`: `from` and `to` must allow a flow between two different hosts\n\
          t.toml:8:8: error: traffic `traffic-0`: `size` 20B must be between 52B (headers and probe payload) and 65535B\n\
          t.toml:11:6: error: event at 2s is not before the scenario's duration\n\
-         t.toml:17:7: error: `min` is a ratio between 0 and 1",
+         t.toml:17:7: error: `min` and `max` are ratios between 0 and 1",
     );
 }
 
@@ -133,7 +134,8 @@ fn checks_resolve_traffic_names_and_default_their_names() {
     let scenario = Scenario::parse(Path::new("t.toml"), &valid).expect("valid");
     let names: Vec<&str> = scenario.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["delivery_ratio[web]", "web-again"]);
-    assert_eq!(scenario.traffic[0].to.len(), 100);
+    let Endpoints::Hosts { to, .. } = &scenario.traffic[0].endpoints else { panic!("host traffic") };
+    assert_eq!(to.len(), 100);
 }
 
 #[test]
@@ -177,4 +179,71 @@ fn the_shipped_scenarios_are_valid() {
         }
     }
     assert!(count >= 2, "found {count} scenarios");
+}
+
+/// Writes `files` (name, contents) into a fresh directory and loads `scenario.toml` from it.
+fn load_with_files(test: &str, files: &[(&str, &str)]) -> Result<Scenario, String> {
+    let dir = std::env::temp_dir().join(format!("netsim-scenario-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for (name, contents) in files {
+        std::fs::write(dir.join(name), contents).expect("write file");
+    }
+    let result = Scenario::load(&dir.join("scenario.toml"))
+        .map_err(|e| e.to_string().replace(&dir.display().to_string(), "DIR"));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+const PODS: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {name: web}}\nspec: {containers: [{ports: [{containerPort: 80}]}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {name: web}, ports: [{port: 80}]}\n";
+
+#[test]
+fn overlay_scenarios_resolve_pods_and_services() {
+    let scenario = format!(
+        "{HEADER}dataplane = \"overlay\"\nmanifests = [\"k8s.yaml\"]\n[[traffic]]\nfrom = \"pods:name=web\"\nto = \"service:web\"\nport = 80\nrate = \"1k/s\"\nreply_size = \"100B\"\n"
+    );
+    let loaded = load_with_files("ok", &[("scenario.toml", &scenario), ("k8s.yaml", PODS)]).expect("valid");
+    let Dataplane::Overlay(overlay) = &loaded.dataplane else { panic!("overlay") };
+    assert_eq!(overlay.cluster.pods().len(), 1);
+    let Endpoints::Pods { from, to: PodTarget::Service { service: 0 } } = &loaded.traffic[0].endpoints else {
+        panic!("pods to service")
+    };
+    assert_eq!(from.len(), 1);
+    assert_eq!(loaded.traffic[0].protocol, 6, "service traffic defaults to TCP");
+    assert_eq!(loaded.traffic[0].reply_size, Some(100));
+}
+
+#[test]
+fn overlay_problems_are_located_in_the_right_file() {
+    let scenario = format!("{HEADER}dataplane = \"overlay\"\nmanifests = [\"k8s.yaml\"]\n");
+    let broken = PODS.replace("containerPort: 80", "containerPort: 99999");
+    let error =
+        load_with_files("manifest", &[("scenario.toml", &scenario), ("k8s.yaml", &broken)]).unwrap_err();
+    assert_eq!(
+        error,
+        "DIR/k8s.yaml: error: document 1 (Pod a): spec.containers[0].ports[0].containerPort: 99999 is not a port number (1 to 65535)"
+    );
+
+    let missing = load_with_files("missing", &[("scenario.toml", &scenario)]).unwrap_err();
+    assert!(
+        missing.starts_with("DIR/scenario.toml:5:14: error: cannot read manifest DIR/k8s.yaml"),
+        "{missing}"
+    );
+
+    let wrong_service =
+        format!("{scenario}[[traffic]]\nfrom = \"pods:name=web\"\nto = \"service:db\"\nrate = \"1k/s\"\n");
+    let error =
+        load_with_files("service", &[("scenario.toml", &wrong_service), ("k8s.yaml", PODS)]).unwrap_err();
+    assert_eq!(
+        error,
+        "DIR/scenario.toml:8:6: error: traffic `traffic-0`: no service `default/db` with a ClusterIP in the manifests"
+    );
+
+    let no_overlay =
+        format!("{HEADER}[[traffic]]\nfrom = \"pods:name=web\"\nto = \"service:web\"\nrate = \"1k/s\"\n");
+    let error = load_with_files("underlay", &[("scenario.toml", &no_overlay)]).unwrap_err();
+    assert_eq!(
+        error,
+        "DIR/scenario.toml:5:8: error: traffic `traffic-0`: pod traffic needs `dataplane = \"overlay\"` and `manifests`"
+    );
 }
