@@ -21,12 +21,21 @@ fn same_seed_same_hash_other_seed_other_hash() {
 fn parallel_runs_match_sequential_runs() {
     let base = shipped("fabric-baseline.toml");
     let failover = shipped("fabric-failover.toml");
+    let overlay = shipped("petstore-overlay.toml");
     let scenarios: Vec<_> = (0..4u64)
         .map(|i| {
-            let mut scenario = if i % 2 == 0 { base.clone() } else { failover.clone() };
+            let mut scenario = match i % 3 {
+                0 => base.clone(),
+                1 => failover.clone(),
+                _ => overlay.clone(),
+            };
             scenario.seed = 100 + i;
-            // Keep the failover scenario short: its failures are in the first 400 ms.
+            // Keep the runs short: the failover scenario's failures are in the first 400 ms.
             scenario.duration = scenario.duration.min(netsim_core::SimDuration::from_millis(450));
+            scenario
+                .traffic
+                .iter_mut()
+                .for_each(|t| t.stop = t.stop.min(netsim_core::SimTime::ZERO + scenario.duration));
             scenario
         })
         .collect();

@@ -201,6 +201,24 @@ impl Flow {
             value => value,
         };
         buffer[at..at + 2].copy_from_slice(&transport.to_be_bytes());
+        if self.addresses.protocol == IP_PROTO_TCP {
+            // TCP: the sequence number advances by the payload of every segment, as a real
+            // sender's does (so captures read as one stream, not retransmissions).
+            let seq_at = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + 4;
+            let payload = (self.template.len() - self.probe_at) as u64;
+            let number = (1 + seq * payload) as u32;
+            let mut checksum = u16::from_be_bytes([buffer[at], buffer[at + 1]]);
+            let old = [
+                u16::from_be_bytes([buffer[seq_at], buffer[seq_at + 1]]),
+                u16::from_be_bytes([buffer[seq_at + 2], buffer[seq_at + 3]]),
+            ];
+            let new = [(number >> 16) as u16, number as u16];
+            for (old, new) in old.into_iter().zip(new) {
+                checksum = checksum::update(checksum, old, new);
+            }
+            buffer[seq_at..seq_at + 4].copy_from_slice(&number.to_be_bytes());
+            buffer[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
+        }
         // IP identification: the low 16 bits of the sequence number.
         let ident = seq as u16;
         buffer[IP_IDENT_OFFSET..IP_IDENT_OFFSET + 2].copy_from_slice(&ident.to_be_bytes());
