@@ -57,12 +57,39 @@ pub struct Capture {
     pub truncated: u64,
 }
 
-/// The node and port a capture name refers to, or an error saying what exists.
-pub fn resolve_capture(scenario: &Scenario, name: &str) -> Result<(NodeId, u16), String> {
+/// What a capture name refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureTarget {
+    /// A fabric port: a node and the port's index there (both directions of its link).
+    Port(NodeId, u16),
+    /// A pod's interface (`pod:NAMESPACE/NAME`): what the pod sends and receives.
+    Pod(InterfaceId),
+}
+
+/// The port or pod a capture name refers to, or an error saying what can be captured.
+pub fn resolve_capture(scenario: &Scenario, name: &str) -> Result<CaptureTarget, String> {
+    if let Some(pod) = name.strip_prefix("pod:") {
+        let Dataplane::Overlay(overlay) = &scenario.dataplane else {
+            return Err(format!("`{name}`: pods exist only with `dataplane = \"overlay\"`"));
+        };
+        let (namespace, pod) = pod.split_once('/').unwrap_or(("default", pod));
+        return overlay
+            .cluster
+            .pod_by_name(namespace, pod)
+            .map(|id| CaptureTarget::Pod(InterfaceId(id.0)))
+            .ok_or_else(|| format!("`{name}`: no pod `{namespace}/{pod}` in the manifests"));
+    }
     let topology = netsim_fabric::Topology::build(&scenario.fabric).map_err(|e| e.to_string())?;
-    topology.port_by_name(name).ok_or_else(|| {
-        format!("no port `{name}` in this fabric: write e.g. `host-7:uplink0` or `leaf-0:spine-1`")
+    topology.port_by_name(name).map(|(node, port)| CaptureTarget::Port(node, port)).ok_or_else(|| {
+        format!("no port `{name}` in this fabric: write e.g. `host-7:uplink0`, `leaf-0:spine-1` or `pod:NAMESPACE/NAME`")
     })
+}
+
+/// Where a capture records frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tap {
+    Link(NodeId, netsim_fabric::LinkId),
+    Pod(InterfaceId),
 }
 
 /// Replies of a traffic entry whose pods answer.
@@ -236,7 +263,7 @@ struct Simulation<'a> {
     overlay: Option<Overlay>,
     replies: Vec<Option<ReplyCounts>>,
     drops_by_layer: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
-    captures: Vec<(NodeId, netsim_fabric::LinkId, Capture)>,
+    captures: Vec<(Tap, Capture)>,
     overlay_state: Option<(usize, usize)>,
 }
 
@@ -279,9 +306,13 @@ pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(Si
     };
     for name in &simulation.options.captures.clone() {
         // The caller validated the names.
-        let (node, port) = resolve_capture(scenario, name).expect("a validated capture port");
-        let link = simulation.fabric.topology().ports(node)[usize::from(port)].link;
-        simulation.captures.push((node, link, Capture { port: name.clone(), ..Capture::default() }));
+        let tap = match resolve_capture(scenario, name).expect("a validated capture port") {
+            CaptureTarget::Port(node, port) => {
+                Tap::Link(node, simulation.fabric.topology().ports(node)[usize::from(port)].link)
+            }
+            CaptureTarget::Pod(interface) => Tap::Pod(interface),
+        };
+        simulation.captures.push((tap, Capture { port: name.clone(), ..Capture::default() }));
     }
     if let Dataplane::Overlay(spec) = &scenario.dataplane {
         simulation.overlay = Some(build_overlay(spec, &simulation.fabric, &streams));
@@ -502,6 +533,7 @@ impl Simulation<'_> {
 
     /// A pod on `host` sends `frame` through its interface.
     fn send_from_pod(&mut self, host: NodeId, interface: InterfaceId, frame: Vec<u8>) {
+        self.capture_pod(interface, &frame);
         let overlay = self.overlay.as_mut().expect("pods exist only with an overlay");
         let forward =
             overlay.vrouters[host.0 as usize].handle_packet(self.now, Port::Interface(interface), frame);
@@ -517,6 +549,16 @@ impl Simulation<'_> {
                 self.handle(forward);
             }
             VrouterForward::Interface(interface, frame) => self.deliver_to_pod(interface, frame),
+            VrouterForward::Host(frame) => {
+                // The host's own stack: a delivery, but nobody answers.
+                if let Some(probe) = Probe::read(&frame) {
+                    if let Some(flow) = self.flows.get((probe.flow & !REPLY_BIT) as usize) {
+                        let traffic = flow.traffic as usize;
+                        self.count_delivery(&probe, traffic);
+                    }
+                }
+                self.pool.push(frame);
+            }
             VrouterForward::Drop { reason, frame } => {
                 self.record_drop("vrouter", reason.as_str(), host, frame)
             }
@@ -526,6 +568,7 @@ impl Simulation<'_> {
     /// A pod receives `frame`: the packet is delivered; a request is answered if its traffic
     /// entry asks for replies.
     fn deliver_to_pod(&mut self, interface: InterfaceId, frame: Vec<u8>) {
+        self.capture_pod(interface, &frame);
         let Some(probe) = Probe::read(&frame) else {
             self.pool.push(frame);
             return;
@@ -603,9 +646,17 @@ impl Simulation<'_> {
         }
     }
 
+    fn capture_pod(&mut self, interface: InterfaceId, frame: &[u8]) {
+        for (tap, capture) in &mut self.captures {
+            if *tap == Tap::Pod(interface) {
+                record_frame(capture, self.now, frame);
+            }
+        }
+    }
+
     fn capture_arrival(&mut self, transmit: &Transmit) {
-        for (node, link, capture) in &mut self.captures {
-            if transmit.to == *node && transmit.link == *link {
+        for (tap, capture) in &mut self.captures {
+            if *tap == Tap::Link(transmit.to, transmit.link) {
                 record_frame(capture, self.now, &transmit.frame);
             }
         }
@@ -615,8 +666,8 @@ impl Simulation<'_> {
     fn handle(&mut self, forward: Forward) {
         match forward {
             Forward::Transmit(transmit) => {
-                for (node, link, capture) in &mut self.captures {
-                    if transmit.from == *node && transmit.link == *link {
+                for (tap, capture) in &mut self.captures {
+                    if *tap == Tap::Link(transmit.from, transmit.link) {
                         record_frame(capture, self.now, &transmit.frame);
                     }
                 }
@@ -726,7 +777,7 @@ impl Simulation<'_> {
             fates: self.fates,
             replies: self.replies,
             drops_by_layer: self.drops_by_layer,
-            captures: self.captures.into_iter().map(|(_, _, capture)| capture).collect(),
+            captures: self.captures.into_iter().map(|(_, capture)| capture).collect(),
             overlay_state: self.overlay_state,
         }
     }

@@ -33,6 +33,8 @@ pub enum Egress {
     Interface(InterfaceId),
     /// Into a tunnel.
     Tunnel(Tunnel),
+    /// To the host's own stack.
+    Host,
 }
 
 /// An address and port rewrite (NAT).

@@ -52,6 +52,8 @@ pub enum Forward {
     Fabric(Vec<u8>),
     /// Deliver to a local pod.
     Interface(InterfaceId, Vec<u8>),
+    /// Deliver to the host's own stack (a receive next hop).
+    Host(Vec<u8>),
     /// Dropped.
     Drop {
         /// Why.

@@ -30,6 +30,9 @@ pub enum NextHop {
     Composite(Vec<NextHop>),
     /// Drop.
     Discard,
+    /// The host itself (its own address in the overlay, e.g. a gateway or metadata service):
+    /// handed to the host's stack.
+    Receive,
 }
 
 /// An overlay tunnel endpoint.
@@ -49,7 +52,7 @@ impl NextHop {
         match self {
             NextHop::Interface(id) => 0x1_0000_0000 | u64::from(id.0),
             NextHop::Tunnel(t) => (u64::from(u32::from(t.host)) << 32) | u64::from(t.label),
-            NextHop::Composite(_) | NextHop::Discard => 0,
+            NextHop::Composite(_) | NextHop::Discard | NextHop::Receive => 0,
         }
     }
 }

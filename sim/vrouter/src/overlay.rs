@@ -528,6 +528,10 @@ impl Vrouter {
                 self.counters.encapsulated += 1;
                 Ok(Emit::Fabric)
             }
+            Egress::Host => {
+                set_ethernet(frame, at, self.config.host_mac, VROUTER_MAC);
+                Ok(Emit::Host)
+            }
         }
     }
 
@@ -639,6 +643,10 @@ impl Vrouter {
             NextHop::Tunnel(tunnel) => {
                 let forward =
                     FlowAction::Forward { egress: Egress::Tunnel(*tunnel), rewrite: None, routed: true };
+                Ok((forward, Some((reverse_key, back_to_source)), ecmp))
+            }
+            NextHop::Receive => {
+                let forward = FlowAction::Forward { egress: Egress::Host, rewrite: None, routed: true };
                 Ok((forward, Some((reverse_key, back_to_source)), ecmp))
             }
             NextHop::Discard => Err(DropReason::Discard),
@@ -836,6 +844,7 @@ impl Vrouter {
                 self.labels.get(&t.label).map(|&(i, _)| Egress::Interface(i)).ok_or(DropReason::UnknownLabel)
             }
             NextHop::Tunnel(t) => Ok(Egress::Tunnel(*t)),
+            NextHop::Receive => Ok(Egress::Host),
             NextHop::Discard => Err(DropReason::Discard),
             NextHop::Composite(_) => Err(DropReason::NoRoute),
         }
@@ -980,6 +989,7 @@ impl Vrouter {
 enum Emit {
     Interface(InterfaceId),
     Fabric,
+    Host,
 }
 
 impl Emit {
@@ -987,6 +997,7 @@ impl Emit {
         match self {
             Emit::Interface(id) => Forward::Interface(id, frame),
             Emit::Fabric => Forward::Fabric(frame),
+            Emit::Host => Forward::Host(frame),
         }
     }
 }

@@ -198,6 +198,31 @@ fn destination_policy_is_enforced_too() {
 }
 
 #[test]
+fn receive_and_discard_next_hops() {
+    let (mut a, _) = pair(Encapsulation::MplsOverUdp);
+    let gateway: Ipv4Addr = "10.0.0.1".parse().unwrap();
+    let blackhole: Ipv4Addr = "10.0.0.99".parse().unwrap();
+    for (ip, next_hop) in [(gateway, NextHop::Receive), (blackhole, NextHop::Discard)] {
+        let command =
+            Command::SetRoute { vrf: VRF_BPS, prefix: Ipv4Net::from(ip), route: route(next_hop, VN_BPS) };
+        a.handle_command(SimTime::ZERO, command).unwrap();
+    }
+    let to_host = a.handle_packet(
+        SimTime(1),
+        Port::Interface(BPS_IF),
+        pod_frame(MAC_BPS, BPS, gateway, 1, 53, false, 8),
+    );
+    let Forward::Host(frame) = to_host else { panic!("{to_host:?}") };
+    assert_eq!(read(&frame, 14), (BPS, 1, gateway, 53, 63));
+    let dropped = a.handle_packet(
+        SimTime(1),
+        Port::Interface(BPS_IF),
+        pod_frame(MAC_BPS, BPS, blackhole, 1, 53, false, 8),
+    );
+    assert!(matches!(dropped, Forward::Drop { reason: DropReason::Discard, .. }));
+}
+
+#[test]
 fn ttl_mtu_and_unknown_labels() {
     let (mut a, mut b) = pair(Encapsulation::MplsOverUdp);
     let port = port_towards(true);
