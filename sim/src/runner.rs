@@ -551,11 +551,11 @@ impl Simulation<'_> {
             VrouterForward::Interface(interface, frame) => self.deliver_to_pod(interface, frame),
             VrouterForward::Host(frame) => {
                 // The host's own stack: a delivery, but nobody answers.
-                if let Some(probe) = Probe::read(&frame) {
-                    if let Some(flow) = self.flows.get((probe.flow & !REPLY_BIT) as usize) {
-                        let traffic = flow.traffic as usize;
-                        self.count_delivery(&probe, traffic);
-                    }
+                if let Some(probe) = Probe::read(&frame)
+                    && let Some(flow) = self.flows.get((probe.flow & !REPLY_BIT) as usize)
+                {
+                    let traffic = flow.traffic as usize;
+                    self.count_delivery(&probe, traffic);
                 }
                 self.pool.push(frame);
             }
