@@ -57,6 +57,11 @@ pub fn program(
                 floating_ip: FloatingIp { ip: *ip, vrf: VrfId(vn.0), ports: ports.clone() },
                 label: *label,
             },
+            AgentMessage::InterfaceAcls { pod, ingress, egress } => Command::SetInterfaceAcls {
+                id: InterfaceId(pod.0),
+                ingress: ingress.clone(),
+                egress: egress.clone(),
+            },
             AgentMessage::Route { vrf, prefix, targets, vn } => {
                 let mut members: Vec<NextHop> = targets
                     .iter()

@@ -12,7 +12,10 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use netsim_control::network_manager::Isolation;
+
 use crate::checks;
+use crate::reach;
 use crate::results::Results;
 use crate::runner::{self, RunOptions};
 use crate::scenario::Scenario;
@@ -44,12 +47,47 @@ enum Command {
         #[arg(long, value_name = "PORT")]
         pcap: Vec<String>,
     },
+    /// Probe every pod pair of Kubernetes manifests through a data plane; print the
+    /// reachability matrix and check it against the reference NetworkPolicy semantics.
+    Reach {
+        /// Kubernetes YAML manifests (multi-document).
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+        /// The data plane to probe.
+        #[arg(long, value_enum, default_value = "overlay")]
+        dataplane: DataplaneArg,
+        /// The isolation model: Kubernetes NetworkPolicy, or the seeds' name/uses labels.
+        #[arg(long, value_enum, default_value = "network-policy")]
+        isolation: IsolationArg,
+        /// Print JSON: {"dataplane", "isolation", "probes": [{from, to, port, protocol, result, expected}]}.
+        #[arg(long)]
+        json: bool,
+        /// Also probe these manifests and show which probes the change opens and closes.
+        #[arg(long, value_name = "AFTER", num_args = 1..)]
+        compare: Vec<PathBuf>,
+    },
     /// Parse and validate scenario files without running them.
     Validate {
         /// Scenario files (TOML).
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
     },
+}
+
+/// Data planes `netsim reach` can probe.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DataplaneArg {
+    /// The OpenContrail-style overlay.
+    Overlay,
+}
+
+/// Isolation models.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum IsolationArg {
+    /// Kubernetes NetworkPolicy: open by default, isolated by policy.
+    NetworkPolicy,
+    /// The seeds' labels: a collection per `name`, reaching the services it `uses`.
+    UsesLabels,
 }
 
 /// Exit code: every check passed.
@@ -65,6 +103,13 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run { scenario, seed, out, quiet, pcap } => run(&scenario, seed, out, quiet, pcap),
         Command::Validate { scenarios } => validate(&scenarios),
+        Command::Reach { manifests, dataplane: DataplaneArg::Overlay, isolation, json, compare } => {
+            let isolation = match isolation {
+                IsolationArg::NetworkPolicy => Isolation::NetworkPolicy,
+                IsolationArg::UsesLabels => Isolation::UsesLabels,
+            };
+            reach_command(&manifests, isolation, json, &compare)
+        }
     };
     ExitCode::from(code)
 }
@@ -145,6 +190,45 @@ fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool, pcap: 
         println!("results   {}", written.display());
     }
     if results.passed() { EXIT_PASS } else { EXIT_CHECK_FAILED }
+}
+
+fn reach_command(manifests: &[PathBuf], isolation: Isolation, json: bool, compare: &[PathBuf]) -> u8 {
+    let probe = |paths: &[PathBuf]| match reach::reach_files(paths, isolation) {
+        Ok(result) => Some(result),
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{error}");
+            }
+            None
+        }
+    };
+    let Some(before) = probe(manifests) else { return EXIT_INVALID };
+    let after = if compare.is_empty() {
+        None
+    } else {
+        match probe(compare) {
+            Some(after) => Some(after),
+            None => return EXIT_INVALID,
+        }
+    };
+    if json {
+        // Serializing plain structs of strings and numbers cannot fail.
+        let text = match &after {
+            None => serde_json::to_string_pretty(&before),
+            Some(after) => {
+                serde_json::to_string_pretty(&serde_json::json!({ "before": before, "after": after }))
+            }
+        };
+        println!("{}", text.expect("serializable"));
+    } else {
+        println!("{}", reach::render(&before));
+        if let Some(after) = &after {
+            println!("\nafter the change:\n{}\n", reach::render(after));
+            println!("{}", reach::compare(&before, after));
+        }
+    }
+    let disagree = before.mismatches().count() + after.as_ref().map_or(0, |a| a.mismatches().count());
+    if disagree == 0 { EXIT_PASS } else { EXIT_CHECK_FAILED }
 }
 
 fn validate(paths: &[PathBuf]) -> u8 {

@@ -7,6 +7,8 @@
 //! - [`traffic`]: flows of real UDP packets and the probe payload that identifies them.
 //! - [`runner`]: the event loop that drives the fabric and accounts for every packet.
 //! - [`checks`]: verdicts with numbers.
+//! - [`reach`]: `netsim reach`, the reachability matrix by real probes, judged against the
+//!   reference NetworkPolicy (or label) evaluator.
 //! - [`results`]: `results.json` and the summary table.
 //! - [`cli`]: the `netsim` command.
 //!
@@ -18,6 +20,7 @@ pub mod checks;
 pub mod cli;
 pub mod engine;
 pub mod pcap;
+pub mod reach;
 pub mod results;
 pub mod runner;
 pub mod scenario;

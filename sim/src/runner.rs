@@ -26,7 +26,7 @@ use crate::engine::{EventQueue, RngStreams, TraceHash};
 use crate::scenario::{
     Action, Dataplane, Endpoints, FailureWindow, OverlaySpec, Pattern, PodTarget, Scenario, TrafficSpec,
 };
-use crate::traffic::{Flow, FlowAddresses, Probe, REPLY_BIT, build_frame, unit_interval};
+use crate::traffic::{Flow, FlowAddresses, Probe, REPLY_BIT, TcpFlags, build_frame, unit_interval};
 
 /// How many examples of unexplained drops a report keeps.
 const DROP_EXAMPLES_MAX: usize = 10;
@@ -337,6 +337,7 @@ impl Simulation<'_> {
                 let src_port = 10_000 + (id % 50_000) as u16;
                 let flow = self.new_flow(index, spec, &mut pairs, src_port, interval_ns);
                 let first = match spec.pattern {
+                    Pattern::Once => spec.start,
                     Pattern::Constant => {
                         spec.start + SimDuration::from_nanos(arrivals.next_u64() % interval_ns)
                     }
@@ -511,6 +512,7 @@ impl Simulation<'_> {
         flow.next_packet(id, now, &mut frame);
         let (src, traffic, interface) = (flow.src, flow.traffic as usize, flow.interface);
         let gap = match flow.pattern {
+            Pattern::Once => SimDuration::from_nanos(u64::MAX / 2),
             Pattern::Constant => flow.gap(1.0),
             Pattern::Poisson => flow.gap(unit_interval(self.arrivals[traffic].next_u64())),
         };
@@ -613,7 +615,7 @@ impl Simulation<'_> {
             protocol: tuple.protocol,
         };
         let reply_probe = Probe { flow: flow_id | REPLY_BIT, seq: probe.seq, sent_at: self.now };
-        let reply = build_frame(&addresses, reply_size as usize, &reply_probe, false);
+        let reply = build_frame(&addresses, reply_size as usize, &reply_probe, false, TcpFlags::AckPsh);
         self.pool.push(frame);
         self.packets.sent += 1;
         self.per_traffic[traffic].sent += 1;
@@ -796,7 +798,7 @@ fn record_frame(capture: &mut Capture, now: SimTime, frame: &[u8]) {
 fn build_overlay(spec: &OverlaySpec, fabric: &Fabric, streams: &RngStreams) -> Overlay {
     let topology = fabric.topology();
     let host_ips: Vec<Ipv4Addr> = (0..topology.host_count()).map(|h| topology.host_ip(NodeId(h))).collect();
-    let plan = netsim_control::network_manager::plan(&spec.cluster, &host_ips);
+    let plan = netsim_control::network_manager::plan(&spec.cluster, &host_ips, spec.isolation);
     let entropy_seed = streams.seed_for("overlay/entropy");
     let vrouters = host_ips
         .iter()

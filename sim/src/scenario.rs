@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use netsim_control::cluster::{Cluster, ClusterConfig, PodId};
 use netsim_control::k8s::{Objects, manifest};
+use netsim_control::network_manager::Isolation;
 use netsim_core::{SimDuration, SimTime};
 use netsim_fabric::{EcmpSeeding, Element, FabricConfig, NodeId, NodeKind, Topology};
 use netsim_vrouter::overlay::Encapsulation;
@@ -127,6 +128,7 @@ enum DataplaneName {
 #[serde(rename_all = "kebab-case")]
 enum IsolationName {
     UsesLabels,
+    NetworkPolicy,
 }
 
 #[derive(Deserialize, Default)]
@@ -243,6 +245,9 @@ pub enum Pattern {
     Constant,
     /// Exponentially distributed gaps (a Poisson process) with the same mean rate.
     Poisson,
+    /// Exactly one packet per flow, at `start` (a probe; TCP probes are SYNs). `rate` is
+    /// ignored.
+    Once,
 }
 
 #[derive(Deserialize)]
@@ -337,6 +342,8 @@ pub struct OverlaySpec {
     pub flows_max: usize,
     /// Idle flow timeout.
     pub flow_idle_timeout: SimDuration,
+    /// How pods are isolated.
+    pub isolation: Isolation,
 }
 
 /// Who a traffic entry's flows run between.
@@ -1028,6 +1035,10 @@ fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporte
         flow_idle_timeout: section
             .and_then(|o| o.flow_idle_timeout)
             .map_or(SimDuration::from_secs(60), |d| d.0),
+        isolation: match file.isolation.as_ref().map(|i| *i.get_ref()) {
+            None | Some(IsolationName::UsesLabels) => Isolation::UsesLabels,
+            Some(IsolationName::NetworkPolicy) => Isolation::NetworkPolicy,
+        },
     })))
 }
 

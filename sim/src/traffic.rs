@@ -152,12 +152,10 @@ impl Flow {
         interval_ns: u64,
         stop: SimTime,
     ) -> Flow {
-        let template = build_frame(
-            &addresses,
-            size_bytes as usize,
-            &Probe { flow: 0, seq: 0, sent_at: SimTime::ZERO },
-            true,
-        );
+        let zero = Probe { flow: 0, seq: 0, sent_at: SimTime::ZERO };
+        // A single probe over TCP opens a connection: a SYN.
+        let flags = if pattern == Pattern::Once { TcpFlags::Syn } else { TcpFlags::AckPsh };
+        let template = build_frame(&addresses, size_bytes as usize, &zero, true, flags);
         let l4 = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN;
         let (probe_at, checksum_at) = if addresses.protocol == IP_PROTO_TCP {
             (l4 + TCP_HEADER_LEN, l4 + 16)
@@ -232,7 +230,7 @@ impl Flow {
     /// flow's mean (`uniform` is a draw in (0, 1]).
     pub fn gap(&self, uniform: f64) -> SimDuration {
         match self.pattern {
-            Pattern::Constant => SimDuration::from_nanos(self.interval_ns),
+            Pattern::Constant | Pattern::Once => SimDuration::from_nanos(self.interval_ns),
             Pattern::Poisson => {
                 // libm's pure-Rust log is the same on every platform; std's may not be.
                 let gap = -libm::log(uniform) * self.interval_ns as f64;
@@ -242,10 +240,24 @@ impl Flow {
     }
 }
 
+/// The flags of a TCP segment netsim sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpFlags {
+    /// A connection's first segment.
+    Syn,
+    /// Data of an established connection.
+    AckPsh,
+}
+
 /// Builds a complete Ethernet/IPv4/UDP-or-TCP frame of `size` IP bytes carrying `probe`
 /// (with the probe's magic; `zero_fields` leaves the probe's numbers zero, for templates).
-/// TCP segments carry ACK and PSH: data of an established connection.
-pub fn build_frame(addresses: &FlowAddresses, size: usize, probe: &Probe, zero_fields: bool) -> Vec<u8> {
+pub fn build_frame(
+    addresses: &FlowAddresses,
+    size: usize,
+    probe: &Probe,
+    zero_fields: bool,
+    flags: TcpFlags,
+) -> Vec<u8> {
     let transport_len = if addresses.protocol == IP_PROTO_TCP { TCP_HEADER_LEN } else { UDP_HEADER_LEN };
     let mut payload = vec![0u8; size - IPV4_HEADER_LEN - transport_len];
     payload[0..4].copy_from_slice(&PROBE_MAGIC);
@@ -262,7 +274,11 @@ pub fn build_frame(addresses: &FlowAddresses, size: usize, probe: &Probe, zero_f
     let mut frame = Vec::with_capacity(ETHERNET_HEADER_LEN + size);
     // Writing into a Vec cannot fail, and validation bounds the size to a valid IP length.
     if addresses.protocol == IP_PROTO_TCP {
-        let builder = ip.tcp(addresses.src_port, addresses.dst_port, 1, 65535).ack(1).psh();
+        let builder = ip.tcp(addresses.src_port, addresses.dst_port, 1, 65535);
+        let builder = match flags {
+            TcpFlags::Syn => builder.syn(),
+            TcpFlags::AckPsh => builder.ack(1).psh(),
+        };
         builder.write(&mut frame, &payload).expect("a validated packet size builds");
     } else {
         let builder = ip.udp(addresses.src_port, addresses.dst_port);

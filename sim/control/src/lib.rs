@@ -10,12 +10,13 @@
 //! - [`labels`]: the seeds' `name`/`uses` isolation model and its reference evaluator;
 //! - [`cluster`]: the cluster's state: pods stamped out of workloads, scheduled on hosts
 //!   ([`scheduler`]), given addresses ([`ipam`]), and services with their endpoints;
-//! - [`network_manager`]: the OpenContrail network manager (label model), turning the cluster
-//!   into every host's vrouter programming.
+//! - [`network_manager`]: the OpenContrail network manager, turning the cluster into every
+//!   host's vrouter programming, in the seeds' label model or under NetworkPolicy, compiled into
+//!   per-pod ACLs by [`overlay_policy`].
 //!
 //! Still to come (the control-plane issue): control nodes carrying the programming as messages
-//! over the fabric, NetworkPolicy on the overlay, the Calico side (IPAM blocks, BGP, felix's
-//! policy compilation), churn, and `netsim reach`.
+//! over the fabric, the Calico side (IPAM blocks, BGP, felix's
+//! policy compilation), and churn.
 //!
 //! **Architecture invariant:** nothing here reads a clock, a file or the network. Manifests
 //! arrive as text; the simulator reads the files.
@@ -26,4 +27,5 @@ pub mod k8s;
 pub mod labels;
 pub mod netpol;
 pub mod network_manager;
+pub mod overlay_policy;
 pub mod scheduler;

@@ -83,6 +83,15 @@ pub enum AgentMessage {
         /// The label that reaches the interface in the service network.
         label: u32,
     },
+    /// A local pod's own ACLs (NetworkPolicy isolation): `None` leaves a direction open.
+    InterfaceAcls {
+        /// The pod.
+        pod: PodId,
+        /// Applied to flows towards the pod.
+        ingress: Option<Acl>,
+        /// Applied to flows from the pod.
+        egress: Option<Acl>,
+    },
     /// A route of a network's VRF on this host: one target, or several of equal cost.
     Route {
         /// The VRF's network.
@@ -118,12 +127,29 @@ pub fn pod_mac(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// How pods are isolated from each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// The seeds' model: a network per `name` collection, reaching the services it `uses`.
+    #[default]
+    UsesLabels,
+    /// Kubernetes NetworkPolicy: one network for all pods, every service reachable, isolation
+    /// by per-pod ACLs compiled from the policies (open by default).
+    NetworkPolicy,
+}
+
+/// The single pod network under NetworkPolicy isolation.
+pub const CLUSTER_NETWORK: &str = "cluster:pods";
+
 /// Plans the overlay for `cluster`, whose host `i` has underlay address `host_ips[i]`.
-pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
+pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr], isolation: Isolation) -> OverlayPlan {
     // Collections and services, named and numbered in name order.
     let mut collections: BTreeMap<Collection, Vec<PodId>> = BTreeMap::new();
     for (index, pod) in cluster.pods().iter().enumerate() {
-        let collection = Collection::of(&pod.pod.namespace, &pod.pod.template.labels);
+        let collection = match isolation {
+            Isolation::UsesLabels => Collection::of(&pod.pod.namespace, &pod.pod.template.labels),
+            Isolation::NetworkPolicy => Collection { namespace: "cluster".into(), name: "pods".into() },
+        };
         collections.entry(collection).or_default().push(PodId(index as u32));
     }
     let services: Vec<&ServiceState> = cluster.services().iter().filter(|s| s.cluster_ip.is_some()).collect();
@@ -303,6 +329,18 @@ pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr]) -> OverlayPlan {
     for (host, message) in interfaces.into_iter().chain(floating) {
         hosts[host as usize].push(message);
     }
+    if isolation == Isolation::NetworkPolicy {
+        for acls in crate::overlay_policy::compile(cluster) {
+            if acls.ingress.is_some() || acls.egress.is_some() {
+                let host = cluster.pod(acls.pod).host as usize;
+                hosts[host].push(AgentMessage::InterfaceAcls {
+                    pod: acls.pod,
+                    ingress: acls.ingress,
+                    egress: acls.egress,
+                });
+            }
+        }
+    }
     for (host, wanted) in host_networks.iter().enumerate() {
         for &vrf in wanted {
             for source in &imports[&vrf] {
@@ -365,7 +403,7 @@ spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
         let (objects, _) = manifest::parse("p.yaml", PETSTORE).expect("valid");
         let cluster =
             Cluster::build(ClusterConfig { hosts: 4, ..ClusterConfig::default() }, objects).expect("builds");
-        let plan = plan(&cluster, &host_ips(4));
+        let plan = plan(&cluster, &host_ips(4), Isolation::UsesLabels);
         let names: Vec<&str> = plan.networks.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["default:bps", "default:frontend", "default:service-frontend"]);
         let bps = plan.network("default:bps").unwrap().id;

@@ -404,24 +404,38 @@ fn describe(frame: &[u8]) -> String {
     let mut at = 14;
     loop {
         let ip = &frame[at..];
-        let (src, dst) = (Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]), Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
+        let (src, dst) =
+            (Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]), Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
         let l4 = at + usize::from(ip[0] & 0xf) * 4;
-        let ports = (u16::from_be_bytes([frame[l4], frame[l4 + 1]]), u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]));
+        let ports = (
+            u16::from_be_bytes([frame[l4], frame[l4 + 1]]),
+            u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]),
+        );
         match (ip[9], ports.1) {
             (17, MPLS_UDP_PORT) => {
                 let label = MplsLabel::parse(&frame[l4 + 8..]).unwrap();
-                out += &format!("\n  | IPv4 {src} > {dst} ttl {} | UDP {} > {} | MPLS label {} [S] ttl {}", ip[8], ports.0, ports.1, label.label, label.ttl);
+                out += &format!(
+                    "\n  | IPv4 {src} > {dst} ttl {} | UDP {} > {} | MPLS label {} [S] ttl {}",
+                    ip[8], ports.0, ports.1, label.label, label.ttl
+                );
                 at = l4 + 12;
             }
             (6, _) => {
                 let flags = frame[l4 + 13];
-                let names: Vec<&str> = [(0x02, "SYN"), (0x08, "PSH"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST")]
-                    .into_iter()
-                    .filter(|(bit, _)| flags & bit != 0)
-                    .map(|(_, name)| name)
-                    .collect();
+                let names: Vec<&str> =
+                    [(0x02, "SYN"), (0x08, "PSH"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST")]
+                        .into_iter()
+                        .filter(|(bit, _)| flags & bit != 0)
+                        .map(|(_, name)| name)
+                        .collect();
                 let payload = frame.len() - l4 - 20;
-                out += &format!("\n  | IPv4 {src} > {dst} ttl {} | TCP {} > {} [{}] {payload} bytes", ip[8], ports.0, ports.1, names.join(" "));
+                out += &format!(
+                    "\n  | IPv4 {src} > {dst} ttl {} | TCP {} > {} [{}] {payload} bytes",
+                    ip[8],
+                    ports.0,
+                    ports.1,
+                    names.join(" ")
+                );
                 return out;
             }
             _ => return out + "\n  | ?",
@@ -430,7 +444,12 @@ fn describe(frame: &[u8]) -> String {
 }
 
 fn hex(frame: &[u8]) -> String {
-    frame.chunks(16).map(|line| format!("    {}\n", line.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))).collect()
+    frame
+        .chunks(16)
+        .map(|line| {
+            format!("    {}\n", line.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
+        })
+        .collect()
 }
 
 /// The book's packet walk ("The overlay data path"): a request from bps to the frontend's
@@ -442,19 +461,40 @@ fn packet_walk_for_the_book() {
     let (mut a, mut b) = pair(Encapsulation::MplsOverUdp);
     let port = port_towards(true);
     let mut walk = String::new();
-    let mut step = |title: &str, frame: &[u8]| walk += &format!("{title}\n  {}\n{}\n", describe(frame), hex(frame));
+    let mut step =
+        |title: &str, frame: &[u8]| walk += &format!("{title}\n  {}\n{}\n", describe(frame), hex(frame));
 
     let request = pod_frame(MAC_BPS, BPS, VIP, port, 3000, true, 4);
     step("1. bps-0 sends to the frontend ClusterIP (host A, interface of bps-0)", &request);
-    let Forward::Fabric(outer) = a.handle_packet(SimTime(1), Port::Interface(BPS_IF), request) else { panic!("sent") };
-    step("2. host A's vrouter: route in VRF bps, ECMP picks frontend-0's floating-IP label 19 on host B; MPLS over UDP", &outer);
-    let Forward::Interface(_, delivered) = b.handle_packet(SimTime(2), Port::Fabric, outer) else { panic!("delivered") };
-    step("3. host B's vrouter: label 19 is frontend-0 in the service VRF; destination NAT to 10.0.0.20:8080", &delivered);
+    let Forward::Fabric(outer) = a.handle_packet(SimTime(1), Port::Interface(BPS_IF), request) else {
+        panic!("sent")
+    };
+    step(
+        "2. host A's vrouter: route in VRF bps, ECMP picks frontend-0's floating-IP label 19 on host B; MPLS over UDP",
+        &outer,
+    );
+    let Forward::Interface(_, delivered) = b.handle_packet(SimTime(2), Port::Fabric, outer) else {
+        panic!("delivered")
+    };
+    step(
+        "3. host B's vrouter: label 19 is frontend-0 in the service VRF; destination NAT to 10.0.0.20:8080",
+        &delivered,
+    );
     let reply = pod_frame(MAC_FE0, FE0, BPS, 8080, port, true, 4);
     step("4. frontend-0 answers", &reply);
-    let Forward::Fabric(outer) = b.handle_packet(SimTime(3), Port::Interface(FE0_IF), reply) else { panic!("sent") };
-    step("5. host B's vrouter: the reverse flow translates the source back to the VIP and port 3000; tunnel to bps-0's label 16 on host A", &outer);
-    let Forward::Interface(_, delivered) = a.handle_packet(SimTime(4), Port::Fabric, outer) else { panic!("delivered") };
-    step("6. host A's vrouter: label 16 is bps-0; the flow created by the request lets the reply in", &delivered);
+    let Forward::Fabric(outer) = b.handle_packet(SimTime(3), Port::Interface(FE0_IF), reply) else {
+        panic!("sent")
+    };
+    step(
+        "5. host B's vrouter: the reverse flow translates the source back to the VIP and port 3000; tunnel to bps-0's label 16 on host A",
+        &outer,
+    );
+    let Forward::Interface(_, delivered) = a.handle_packet(SimTime(4), Port::Fabric, outer) else {
+        panic!("delivered")
+    };
+    step(
+        "6. host A's vrouter: label 16 is bps-0; the flow created by the request lets the reply in",
+        &delivered,
+    );
     insta::assert_snapshot!(walk);
 }
