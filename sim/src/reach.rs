@@ -150,9 +150,12 @@ pub fn reach(objects: Objects, manifests: &[PathBuf], isolation: Isolation) -> R
             flows_max: 512 * 1024,
             flow_idle_timeout: SimDuration::from_secs(60),
             isolation,
+            propagation_delay: SimDuration::ZERO,
+            propagation_jitter: SimDuration::ZERO,
         })),
         traffic,
         events: Vec::new(),
+        churn: Vec::new(),
         checks: Vec::new(),
         captures: Vec::new(),
     };

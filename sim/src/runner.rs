@@ -21,12 +21,15 @@ use netsim_vrouter::{DataPlane, Forward as VrouterForward, InterfaceId, Port};
 use rand_chacha::ChaCha8Rng;
 use rand_core::Rng;
 
-use crate::agent;
+use crate::agent::Agent;
 use crate::engine::{EventQueue, RngStreams, TraceHash};
 use crate::scenario::{
-    Action, Dataplane, Endpoints, FailureWindow, OverlaySpec, Pattern, PodTarget, Scenario, TrafficSpec,
+    Change, Dataplane, Endpoints, FailureWindow, FaultAction, OverlaySpec, Pattern, PodTarget, Scenario,
+    TrafficSpec,
 };
 use crate::traffic::{Flow, FlowAddresses, Probe, REPLY_BIT, TcpFlags, build_frame, unit_interval};
+use netsim_control::cluster::{Cluster, PodId};
+use netsim_control::network_manager::{AgentMessage, NetworkManager, OverlayPlan};
 
 /// How many examples of unexplained drops a report keeps.
 const DROP_EXAMPLES_MAX: usize = 10;
@@ -218,6 +221,8 @@ enum Event {
     Fault(u32),
     FabricTimer,
     VrouterTimer(u32),
+    Churn(u32),
+    ControlUpdate(u32),
 }
 
 /// Trace kinds: part of the trace hash definition.
@@ -227,15 +232,29 @@ mod kind {
     pub const FAULT: u64 = 3;
     pub const FABRIC_TIMER: u64 = 4;
     pub const VROUTER_TIMER: u64 = 5;
+    pub const CHURN: u64 = 6;
+    pub const CONTROL_UPDATE: u64 = 7;
 }
 
-/// The overlay's per-run state: a vrouter per host and what the pods are.
+/// The overlay's per-run state: a vrouter and an agent per host, the cluster as it changes,
+/// and the control plane's programming in flight.
 struct Overlay {
     vrouters: Vec<Vrouter>,
+    agents: Vec<Agent>,
     /// Scheduled timer of each vrouter, if any.
     timers: Vec<Option<SimTime>>,
     /// Host, address and MAC of each pod, by pod id.
     pods: Vec<(NodeId, Ipv4Addr, [u8; 6])>,
+    /// The cluster now (churn changes it).
+    cluster: Cluster,
+    manager: NetworkManager,
+    /// The programming every host is converging to.
+    plan: OverlayPlan,
+    host_ips: Vec<Ipv4Addr>,
+    /// Updates on their way to hosts: (host, messages), by slot.
+    pending: Vec<Option<(u32, Vec<AgentMessage>)>>,
+    /// Draws of the per-host propagation jitter.
+    jitter: ChaCha8Rng,
 }
 
 struct Simulation<'a> {
@@ -320,6 +339,9 @@ pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(Si
     simulation.schedule_traffic(&streams);
     for (index, event) in scenario.events.iter().enumerate() {
         simulation.queue.push(event.at, Event::Fault(index as u32));
+    }
+    for (index, churn) in scenario.churn.iter().enumerate() {
+        simulation.queue.push(churn.at, Event::Churn(index as u32));
     }
     let stopped = simulation.run_loop(progress);
     simulation.report(stopped)
@@ -459,8 +481,8 @@ impl Simulation<'_> {
                     self.trace.record(time, kind::FAULT, &[u64::from(index)]);
                     let fault = &self.scenario.events[index as usize];
                     match fault.action {
-                        Action::Fail => self.fabric.fail(time, fault.element),
-                        Action::Recover => self.fabric.recover(time, fault.element),
+                        FaultAction::Fail => self.fabric.fail(time, fault.element),
+                        FaultAction::Recover => self.fabric.recover(time, fault.element),
                     }
                     self.schedule_fabric_timer();
                 }
@@ -470,6 +492,21 @@ impl Simulation<'_> {
                     self.fabric.handle_timeout(time);
                     self.drain_fabric_events();
                     self.schedule_fabric_timer();
+                }
+                Event::Churn(index) => {
+                    self.trace.record(time, kind::CHURN, &[u64::from(index)]);
+                    self.apply_churn(index as usize);
+                }
+                Event::ControlUpdate(slot) => {
+                    let overlay = self.overlay.as_mut().expect("updates exist only with an overlay");
+                    let (host, messages) =
+                        overlay.pending[slot as usize].take().expect("each update is delivered once");
+                    self.trace.record(time, kind::CONTROL_UPDATE, &[u64::from(host), messages.len() as u64]);
+                    // The network manager's diffs refer only to what its plans created.
+                    overlay.agents[host as usize]
+                        .apply(&mut overlay.vrouters[host as usize], time, &messages)
+                        .expect("the network manager's update is consistent");
+                    self.schedule_vrouter_timer(host);
                 }
                 Event::VrouterTimer(host) => {
                     self.trace.record(time, kind::VROUTER_TIMER, &[u64::from(host)]);
@@ -506,6 +543,13 @@ impl Simulation<'_> {
     /// Sends the next packet of `flow` and schedules the one after.
     fn generate(&mut self, id: u32) {
         let now = self.now;
+        if let Some(interface) = self.flows[id as usize].interface
+            && self.pod_deleted(interface)
+        {
+            // A deleted pod sends nothing more: its flows end.
+            self.trace.record(now, kind::GENERATE, &[u64::from(id), u64::MAX]);
+            return;
+        }
         let mut frame = self.pool.pop().unwrap_or_default();
         let flow = &mut self.flows[id as usize];
         let seq = flow.sent;
@@ -571,6 +615,13 @@ impl Simulation<'_> {
     /// entry asks for replies.
     fn deliver_to_pod(&mut self, interface: InterfaceId, frame: Vec<u8>) {
         self.capture_pod(interface, &frame);
+        if self.pod_deleted(interface) {
+            // The vrouter has not yet learnt that the pod is gone: the packet is lost with it.
+            let host =
+                self.overlay.as_ref().expect("pods exist only with an overlay").pods[interface.0 as usize].0;
+            self.record_drop("pod", "pod_deleted", host, frame);
+            return;
+        }
         let Some(probe) = Probe::read(&frame) else {
             self.pool.push(frame);
             return;
@@ -623,6 +674,56 @@ impl Simulation<'_> {
             replies.sent += 1;
         }
         self.send_from_pod(host, interface, reply);
+    }
+
+    fn pod_deleted(&self, interface: InterfaceId) -> bool {
+        self.overlay.as_ref().is_some_and(|o| o.cluster.pod(PodId(interface.0)).deleted)
+    }
+
+    /// Applies a change to the cluster: the network manager re-plans, and each host whose
+    /// programming changes is sent the difference, arriving after the propagation delay (plus a
+    /// per-host jitter: hosts learn at different times, so transient states exist).
+    fn apply_churn(&mut self, index: usize) {
+        let Dataplane::Overlay(spec) = &self.scenario.dataplane else { return };
+        let overlay = self.overlay.as_mut().expect("churn is validated to need an overlay");
+        let result = match &self.scenario.churn[index].change {
+            Change::Scale { namespace, name, replicas } => {
+                overlay.cluster.scale(namespace, name, *replicas).map(|_| ())
+            }
+            Change::DeletePod { namespace, name } => match overlay.cluster.pod_by_name(namespace, name) {
+                Some(id) => overlay.cluster.delete_pod(id),
+                None => Err(format!("pod {namespace}/{name} no longer exists")),
+            },
+        };
+        if result.is_err() {
+            // A change that no longer applies (the pod went earlier) changes nothing.
+            return;
+        }
+        overlay.pods = overlay
+            .cluster
+            .pods()
+            .iter()
+            .map(|p| (NodeId(p.host), p.ip, netsim_control::network_manager::pod_mac(p.ip)))
+            .collect();
+        let plan = overlay.manager.plan(&overlay.cluster, &overlay.host_ips, spec.isolation);
+        let mut updates = Vec::new();
+        for (host, (old, new)) in overlay.plan.hosts.iter().zip(&plan.hosts).enumerate() {
+            let messages = netsim_control::network_manager::diff(old, new);
+            if messages.is_empty() {
+                continue;
+            }
+            let jitter = match spec.propagation_jitter.as_nanos() {
+                0 => 0,
+                range => overlay.jitter.next_u64() % range,
+            };
+            let at = self.now + spec.propagation_delay + SimDuration::from_nanos(jitter);
+            overlay.pending.push(Some((host as u32, messages)));
+            updates.push((at, (overlay.pending.len() - 1) as u32));
+        }
+        overlay.plan = plan;
+        for (at, slot) in updates {
+            self.queue.push(at, Event::ControlUpdate(slot));
+        }
     }
 
     /// Counts a delivered packet (request or reply) for its traffic entry.
@@ -798,8 +899,10 @@ fn record_frame(capture: &mut Capture, now: SimTime, frame: &[u8]) {
 fn build_overlay(spec: &OverlaySpec, fabric: &Fabric, streams: &RngStreams) -> Overlay {
     let topology = fabric.topology();
     let host_ips: Vec<Ipv4Addr> = (0..topology.host_count()).map(|h| topology.host_ip(NodeId(h))).collect();
-    let plan = netsim_control::network_manager::plan(&spec.cluster, &host_ips, spec.isolation);
+    let mut manager = NetworkManager::default();
+    let plan = manager.plan(&spec.cluster, &host_ips, spec.isolation);
     let entropy_seed = streams.seed_for("overlay/entropy");
+    let mut agents: Vec<Agent> = host_ips.iter().map(|&ip| Agent::new(ip)).collect();
     let vrouters = host_ips
         .iter()
         .enumerate()
@@ -815,7 +918,8 @@ fn build_overlay(spec: &OverlaySpec, fabric: &Fabric, streams: &RngStreams) -> O
             };
             let mut vrouter = Vrouter::new(config);
             // The plan refers only to the networks, interfaces and labels it creates itself.
-            agent::program(&mut vrouter, ip, SimTime::ZERO, &plan.hosts[host])
+            agents[host]
+                .apply(&mut vrouter, SimTime::ZERO, &plan.hosts[host])
                 .expect("the network manager's plan is consistent");
             vrouter
         })
@@ -826,7 +930,18 @@ fn build_overlay(spec: &OverlaySpec, fabric: &Fabric, streams: &RngStreams) -> O
         .iter()
         .map(|p| (NodeId(p.host), p.ip, netsim_control::network_manager::pod_mac(p.ip)))
         .collect();
-    Overlay { vrouters, timers: vec![None; host_ips.len()], pods }
+    Overlay {
+        vrouters,
+        agents,
+        timers: vec![None; host_ips.len()],
+        pods,
+        cluster: spec.cluster.clone(),
+        manager,
+        plan,
+        host_ips,
+        pending: Vec::new(),
+        jitter: streams.stream("control/propagation"),
+    }
 }
 
 /// The IPv4 identification of a frame (0 if it has none): part of an arrival's trace key.

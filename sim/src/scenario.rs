@@ -137,6 +137,8 @@ struct ClusterSection {
     pod_cidr: Option<String>,
     service_cidr: Option<String>,
     pods_per_host: Option<u32>,
+    propagation_delay: Option<Duration>,
+    propagation_jitter: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -258,6 +260,9 @@ struct EventSection {
     link: Option<Spanned<String>>,
     switch: Option<Spanned<String>>,
     host: Option<Spanned<String>>,
+    pod: Option<Spanned<String>>,
+    workload: Option<Spanned<String>>,
+    replicas: Option<u32>,
 }
 
 /// What a scheduled event does to its element.
@@ -268,6 +273,10 @@ pub enum Action {
     Fail,
     /// The element comes back.
     Recover,
+    /// A workload is scaled to `replicas` (overlay).
+    Scale,
+    /// A pod is deleted (overlay).
+    Delete,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +323,8 @@ pub struct Scenario {
     pub traffic: Vec<TrafficSpec>,
     /// Scheduled failures and recoveries, sorted by time (stable for equal times).
     pub events: Vec<FaultSpec>,
+    /// Scheduled changes of the cluster (churn), sorted by time.
+    pub churn: Vec<ChurnSpec>,
     /// Checks judged after the run.
     pub checks: Vec<CheckSpec>,
     /// Fabric ports captured to pcap files (`host-7:uplink0`).
@@ -344,6 +355,10 @@ pub struct OverlaySpec {
     pub flow_idle_timeout: SimDuration,
     /// How pods are isolated.
     pub isolation: Isolation,
+    /// Time from a change of the cluster until a host's vrouter is programmed for it.
+    pub propagation_delay: SimDuration,
+    /// Extra delay per host, drawn uniformly from [0, jitter): hosts learn at different times.
+    pub propagation_jitter: SimDuration,
 }
 
 /// Who a traffic entry's flows run between.
@@ -404,17 +419,56 @@ pub struct TrafficSpec {
     pub port: u16,
 }
 
+/// What a fault event does to its element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum FaultAction {
+    /// The element fails.
+    Fail,
+    /// The element comes back.
+    Recover,
+}
+
 /// A scheduled failure or recovery.
 #[derive(Clone, Debug)]
 pub struct FaultSpec {
     /// When.
     pub at: SimTime,
     /// Fail or recover.
-    pub action: Action,
+    pub action: FaultAction,
     /// The element.
     pub element: Element,
     /// The element's name as written, for reports.
     pub target: String,
+}
+
+/// A scheduled change of the cluster.
+#[derive(Clone, Debug)]
+pub struct ChurnSpec {
+    /// When.
+    pub at: SimTime,
+    /// What changes.
+    pub change: Change,
+}
+
+/// A change of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Scale a workload.
+    Scale {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The new replica count.
+        replicas: u32,
+    },
+    /// Delete a pod.
+    DeletePod {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
 }
 
 /// A check to judge after the run.
@@ -487,18 +541,19 @@ impl Scenario {
         }
     }
 
-    /// The windows in which losses are explained by failures, one per failure, in time order.
+    /// The windows in which losses are explained by failures (one per failure, in time order),
+    /// then by changes of the cluster.
     pub fn failure_windows(&self) -> Vec<FailureWindow> {
         let detection = self.fabric.detection_delay.as_nanos();
         let mut windows: Vec<FailureWindow> = Vec::new();
         for event in &self.events {
             match event.action {
-                Action::Fail => windows.push(FailureWindow {
+                FaultAction::Fail => windows.push(FailureWindow {
                     target: event.target.clone(),
                     from_ns: event.at.as_nanos(),
                     until_ns: None,
                 }),
-                Action::Recover => {
+                FaultAction::Recover => {
                     // Validation guarantees a recover follows a fail of the same element.
                     if let Some(window) =
                         windows.iter_mut().rev().find(|w| w.target == event.target && w.until_ns.is_none())
@@ -506,6 +561,25 @@ impl Scenario {
                         window.until_ns = Some(event.at.as_nanos() + detection);
                     }
                 }
+            }
+        }
+        // A change of the cluster disturbs traffic until every host has learnt of it (plus a
+        // millisecond for packets already on their way).
+        if let Dataplane::Overlay(overlay) = &self.dataplane {
+            let settle =
+                overlay.propagation_delay.as_nanos() + overlay.propagation_jitter.as_nanos() + 1_000_000;
+            for churn in &self.churn {
+                let target = match &churn.change {
+                    Change::Scale { namespace, name, replicas } => {
+                        format!("scale {namespace}/{name} to {replicas}")
+                    }
+                    Change::DeletePod { namespace, name } => format!("delete {namespace}/{name}"),
+                };
+                windows.push(FailureWindow {
+                    target,
+                    from_ns: churn.at.as_nanos(),
+                    until_ns: Some(churn.at.as_nanos() + settle),
+                });
             }
         }
         windows
@@ -593,8 +667,13 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
             );
         }
     }
+    let (churn_sections, fault_sections): (Vec<_>, Vec<_>) =
+        file.events.iter().partition(|s| matches!(s.get_ref().action, Action::Scale | Action::Delete));
+    let mut churn: Vec<ChurnSpec> =
+        churn_sections.iter().filter_map(|section| churn_spec(section, cluster, end, report)).collect();
+    churn.sort_by_key(|c| c.at);
     let mut events: Vec<FaultSpec> =
-        file.events.iter().filter_map(|section| fault_spec(section, &topology, end, report)).collect();
+        fault_sections.iter().filter_map(|section| fault_spec(section, &topology, end, report)).collect();
     events.sort_by_key(|event| event.at);
     check_fault_order(&events, &file.events, report);
     let checks: Vec<CheckSpec> =
@@ -616,6 +695,7 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
         dataplane,
         traffic,
         events,
+        churn,
         checks,
         captures,
     })
@@ -1039,7 +1119,82 @@ fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporte
             None | Some(IsolationName::UsesLabels) => Isolation::UsesLabels,
             Some(IsolationName::NetworkPolicy) => Isolation::NetworkPolicy,
         },
+        propagation_delay: file
+            .cluster
+            .as_ref()
+            .and_then(|c| c.get_ref().propagation_delay)
+            .map_or(SimDuration::from_millis(20), |d| d.0),
+        propagation_jitter: file
+            .cluster
+            .as_ref()
+            .and_then(|c| c.get_ref().propagation_jitter)
+            .map_or(SimDuration::from_millis(10), |d| d.0),
     })))
+}
+
+fn churn_spec(
+    section: &Spanned<EventSection>,
+    cluster: Option<&Cluster>,
+    end: SimTime,
+    report: &mut Reporter<'_>,
+) -> Option<ChurnSpec> {
+    let event = section.get_ref();
+    let at = SimTime::ZERO + event.at.get_ref().0;
+    if at >= end {
+        report.spanned(
+            &event.at,
+            format!("event at {} is not before the scenario's duration", event.at.get_ref()),
+        );
+        return None;
+    }
+    let Some(cluster) = cluster else {
+        report.spanned(
+            section,
+            "pod and workload events need `dataplane = \"overlay\"` and `manifests`".into(),
+        );
+        return None;
+    };
+    let split = |name: &str| -> (String, String) {
+        match name.split_once('/') {
+            Some((namespace, name)) => (namespace.to_string(), name.to_string()),
+            None => ("default".to_string(), name.to_string()),
+        }
+    };
+    let change = match (event.action, &event.workload, &event.pod, event.replicas) {
+        (Action::Scale, Some(workload), None, Some(replicas)) => {
+            let (namespace, name) = split(workload.get_ref());
+            // Probe the name on a copy: scaling a clone checks the workload exists.
+            if let Err(message) = cluster.clone().scale(&namespace, &name, replicas) {
+                report.spanned(workload, message);
+                return None;
+            }
+            Change::Scale { namespace, name, replicas }
+        }
+        (Action::Delete, None, Some(pod), None) => {
+            let (namespace, name) = split(pod.get_ref());
+            if cluster.pod_by_name(&namespace, &name).is_none() {
+                report.spanned(pod, format!("no pod `{namespace}/{name}` in the manifests"));
+                return None;
+            }
+            Change::DeletePod { namespace, name }
+        }
+        (Action::Scale, ..) => {
+            report.spanned(
+                section,
+                "a `scale` event names `workload` and `replicas` (and nothing else)".into(),
+            );
+            return None;
+        }
+        _ => {
+            report.spanned(section, "a `delete` event names the `pod` (and nothing else)".into());
+            return None;
+        }
+    };
+    if event.link.is_some() || event.switch.is_some() || event.host.is_some() {
+        report.spanned(section, "pod and workload events name no `link`, `switch` or `host`".into());
+        return None;
+    }
+    Some(ChurnSpec { at, change })
 }
 
 fn fault_spec(
@@ -1066,6 +1221,13 @@ fn fault_spec(
         report.spanned(section, "an event names exactly one of `link`, `switch` or `host`".into());
         return None;
     };
+    if event.pod.is_some() || event.workload.is_some() || event.replicas.is_some() {
+        report.spanned(
+            section,
+            "`fail` and `recover` name a `link`, `switch` or `host`, not pods or workloads".into(),
+        );
+        return None;
+    }
     let name = target.get_ref().as_str();
     let element = match *kind {
         "link" => topology
@@ -1085,7 +1247,8 @@ fn fault_spec(
         report.spanned(target, format!("{kind} `{name}` does not exist in this fabric: write {hint}"));
         return None;
     };
-    Some(FaultSpec { at, action: event.action, element, target: name.to_string() })
+    let action = if event.action == Action::Recover { FaultAction::Recover } else { FaultAction::Fail };
+    Some(FaultSpec { at, action, element, target: name.to_string() })
 }
 
 /// Each element's events must alternate fail, recover, fail, ... starting with fail.
@@ -1093,11 +1256,11 @@ fn check_fault_order(events: &[FaultSpec], sections: &[Spanned<EventSection>], r
     let mut failed = std::collections::BTreeSet::new();
     for event in events {
         let consistent = match event.action {
-            Action::Fail => failed.insert(event.element),
-            Action::Recover => failed.remove(&event.element),
+            FaultAction::Fail => failed.insert(event.element),
+            FaultAction::Recover => failed.remove(&event.element),
         };
         if !consistent {
-            let state = if event.action == Action::Fail { "already failed" } else { "not failed" };
+            let state = if event.action == FaultAction::Fail { "already failed" } else { "not failed" };
             let section = sections.iter().find(|s| SimTime::ZERO + s.get_ref().at.get_ref().0 == event.at);
             report.at(
                 section.map(|s| s.span()),

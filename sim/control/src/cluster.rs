@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::ipam::{AddressPool, IpamMode, PodIpam};
+use crate::k8s::Workload;
 use crate::k8s::{
     ClusterIpRequest, Labels, Namespace, NetworkPolicy, Objects, Pod, Protocol, Service, ServicePort,
     TargetPort,
@@ -79,6 +80,8 @@ pub struct PodState {
     pub ip: Ipv4Addr,
     /// Whether its address lies outside its host's blocks (host-block IPAM only).
     pub borrowed_ip: bool,
+    /// Whether it has been deleted (its id and address are not reused within a run).
+    pub deleted: bool,
 }
 
 impl PodState {
@@ -132,6 +135,7 @@ pub struct Cluster {
     pods_by_key: BTreeMap<(String, String), PodId>,
     services: Vec<ServiceState>,
     policies: Vec<NetworkPolicy>,
+    workloads: Vec<(Workload, u32)>,
     scheduler: Scheduler,
     ipam: PodIpam,
     service_ips: AddressPool,
@@ -147,6 +151,7 @@ impl Cluster {
             pods_by_key: BTreeMap::new(),
             services: Vec::new(),
             policies: Vec::new(),
+            workloads: Vec::new(),
             scheduler: Scheduler::new(config.hosts, config.pods_per_host_max),
             ipam: PodIpam::new(config.pod_cidr, config.ipam),
             // .0 is the network, .1 the API server's service.
@@ -191,6 +196,7 @@ impl Cluster {
                 });
             }
         }
+        self.workloads.extend(objects.workloads.iter().map(|w| (w.clone(), w.replicas)));
         // Pinned addresses first, so that allocation never hands one out.
         pods.sort_by_key(|pod| pod.ip.is_none());
         for pod in pods {
@@ -260,10 +266,72 @@ impl Cluster {
         };
         self.ensure_namespace(&pod.namespace);
         let id = PodId(self.pods.len() as u32);
-        self.pods.push(PodState { pod, host, ip, borrowed_ip });
+        self.pods.push(PodState { pod, host, ip, borrowed_ip, deleted: false });
         self.pods_by_ip.insert(ip, id);
         self.pods_by_key.insert(key, id);
         Ok(id)
+    }
+
+    /// Deletes a pod: it leaves its host and every service's endpoints. Its id and address
+    /// are not reused within a run.
+    pub fn delete_pod(&mut self, id: PodId) -> Result<(), String> {
+        let state = self.pods.get_mut(id.0 as usize).ok_or("no such pod")?;
+        if state.deleted {
+            return Err(format!("pod {} is already deleted", state.key()));
+        }
+        state.deleted = true;
+        let (host, ip, key) = (state.host, state.ip, (state.pod.namespace.clone(), state.pod.name.clone()));
+        self.scheduler.remove(host);
+        self.pods_by_ip.remove(&ip);
+        self.pods_by_key.remove(&key);
+        self.refresh_endpoints();
+        Ok(())
+    }
+
+    /// Scales a workload to `replicas`: new pods get the next indices; scaling down deletes the
+    /// highest-indexed pods first. Returns the pods created and deleted.
+    pub fn scale(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        replicas: u32,
+    ) -> Result<(Vec<PodId>, Vec<PodId>), String> {
+        let index = self
+            .workloads
+            .iter()
+            .position(|(w, _)| w.namespace == namespace && w.name == name)
+            .ok_or_else(|| format!("no Deployment or ReplicationController `{namespace}/{name}`"))?;
+        let owner = format!("{}/{}", self.workloads[index].0.kind, name);
+        let mut live: Vec<PodId> = (0..self.pods.len() as u32)
+            .map(PodId)
+            .filter(|&id| {
+                let p = &self.pods[id.0 as usize];
+                !p.deleted && p.pod.namespace == namespace && p.pod.owner.as_deref() == Some(owner.as_str())
+            })
+            .collect();
+        let (mut created, mut deleted) = (Vec::new(), Vec::new());
+        while live.len() > replicas as usize {
+            let id = live.pop().expect("more live pods than wanted");
+            self.delete_pod(id)?;
+            deleted.push(id);
+        }
+        while live.len() < replicas as usize {
+            let (workload, next) = &mut self.workloads[index];
+            let pod = Pod {
+                namespace: workload.namespace.clone(),
+                name: format!("{}-{next}", workload.name),
+                template: workload.template.clone(),
+                node: None,
+                ip: None,
+                owner: Some(owner.clone()),
+            };
+            *next += 1;
+            let id = self.insert_pod(pod)?;
+            live.push(id);
+            created.push(id);
+        }
+        self.refresh_endpoints();
+        Ok((created, deleted))
     }
 
     fn add_service(&mut self, service: Service) -> Result<(), String> {
@@ -305,7 +373,8 @@ impl Cluster {
                         .iter()
                         .enumerate()
                         .filter(|(_, p)| {
-                            p.pod.namespace == state.service.namespace
+                            !p.deleted
+                                && p.pod.namespace == state.service.namespace
                                 && selector.iter().all(|(k, v)| p.pod.template.labels.get(k) == Some(v))
                         })
                         .filter_map(|(index, p)| {

@@ -92,6 +92,27 @@ pub enum AgentMessage {
         /// Applied to flows from the pod.
         egress: Option<Acl>,
     },
+    /// Withdraws a route.
+    RemoveRoute {
+        /// The VRF's network.
+        vrf: VnId,
+        /// The destination.
+        prefix: Ipv4Net,
+    },
+    /// Removes a floating IP from a pod's interface.
+    RemoveFloatingIp {
+        /// The pod.
+        pod: PodId,
+        /// The floating address.
+        ip: Ipv4Addr,
+        /// Its network.
+        vn: VnId,
+    },
+    /// Removes a deleted pod's interface.
+    RemoveInterface {
+        /// The pod.
+        pod: PodId,
+    },
     /// A route of a network's VRF on this host: one target, or several of equal cost.
     Route {
         /// The VRF's network.
@@ -141,221 +162,307 @@ pub enum Isolation {
 /// The single pod network under NetworkPolicy isolation.
 pub const CLUSTER_NETWORK: &str = "cluster:pods";
 
-/// Plans the overlay for `cluster`, whose host `i` has underlay address `host_ips[i]`.
+/// Plans the overlay once for `cluster`, whose host `i` has underlay address `host_ips[i]`.
 pub fn plan(cluster: &Cluster, host_ips: &[Ipv4Addr], isolation: Isolation) -> OverlayPlan {
-    // Collections and services, named and numbered in name order.
-    let mut collections: BTreeMap<Collection, Vec<PodId>> = BTreeMap::new();
-    for (index, pod) in cluster.pods().iter().enumerate() {
-        let collection = match isolation {
-            Isolation::UsesLabels => Collection::of(&pod.pod.namespace, &pod.pod.template.labels),
-            Isolation::NetworkPolicy => Collection { namespace: "cluster".into(), name: "pods".into() },
-        };
-        collections.entry(collection).or_default().push(PodId(index as u32));
+    NetworkManager::default().plan(cluster, host_ips, isolation)
+}
+
+/// What a label is handed out for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LabelOwner {
+    Interface(PodId),
+    FloatingIp(PodId, String),
+}
+
+/// The network manager with its memory: network ids and labels, once handed out, stay with
+/// their network, interface or floating IP across re-plans, so that a change of the cluster
+/// changes only the routes it must (and established flows elsewhere survive it).
+#[derive(Clone, Debug, Default)]
+pub struct NetworkManager {
+    network_ids: BTreeMap<String, VnId>,
+    labels: BTreeMap<(u32, LabelOwner), u32>,
+    next_label: BTreeMap<u32, u32>,
+}
+
+impl NetworkManager {
+    fn network_id(&mut self, name: &str) -> VnId {
+        let next = VnId(self.network_ids.len() as u32 + 1);
+        *self.network_ids.entry(name.to_string()).or_insert(next)
     }
-    let services: Vec<&ServiceState> = cluster.services().iter().filter(|s| s.cluster_ip.is_some()).collect();
-    let mut names: BTreeSet<String> = collections.keys().map(ToString::to_string).collect();
-    names.extend(services.iter().map(|s| service_network_name(s)));
-    let ids: BTreeMap<String, VnId> =
-        names.iter().enumerate().map(|(i, n)| (n.clone(), VnId(i as u32 + 1))).collect();
 
-    // Which services each collection uses.
-    let uses: BTreeMap<&Collection, Vec<&ServiceState>> = collections
-        .iter()
-        .map(|(collection, pods)| {
-            let value = cluster.pod(pods[0]).pod.template.labels.get(USES_LABEL);
-            let used = services
-                .iter()
-                .filter(|s| {
-                    s.service.namespace == collection.namespace
-                        && value.is_some_and(|v| service_is_named(s, v))
-                })
-                .copied()
-                .collect();
-            (collection, used)
-        })
-        .collect();
-
-    let service_ports = |service: &ServiceState, from: VnId, to: VnId| -> Vec<AclRule> {
-        service
-            .service
-            .ports
-            .iter()
-            .map(|p| AclRule {
-                protocol: Some(p.protocol.number()),
-                dst_ports: (p.port, p.port),
-                ..AclRule::allow(Match::Vn(from), Match::Vn(to))
-            })
-            .collect()
-    };
-    let mut networks: BTreeMap<VnId, VirtualNetwork> = BTreeMap::new();
-    for (collection, used) in &uses {
-        let id = ids[&collection.to_string()];
-        let mut rules = vec![AclRule::allow(Match::Vn(id), Match::Vn(id))];
-        for service in used {
-            rules.extend(service_ports(service, id, ids[&service_network_name(service)]));
+    fn label(&mut self, host: u32, owner: LabelOwner) -> u32 {
+        if let Some(&label) = self.labels.get(&(host, owner.clone())) {
+            return label;
         }
-        networks.insert(
-            id,
-            VirtualNetwork { id, name: collection.to_string(), acl: Acl { rules, default: Verdict::Deny } },
-        );
-    }
-    for service in &services {
-        let id = ids[&service_network_name(service)];
-        let mut rules = Vec::new();
-        for (collection, used) in &uses {
-            if used.iter().any(|u| u.key() == service.key()) {
-                rules.extend(service_ports(service, ids[&collection.to_string()], id));
-            }
-        }
-        networks.insert(
-            id,
-            VirtualNetwork {
-                id,
-                name: service_network_name(service),
-                acl: Acl { rules, default: Verdict::Deny },
-            },
-        );
-    }
-
-    // Labels: per host, interfaces first in pod order, then floating IPs in service order.
-    let mut next_label = vec![FIRST_LABEL; host_ips.len()];
-    let mut take_label = |host: u32| {
-        let label = next_label[host as usize];
-        next_label[host as usize] += 1;
+        let next = self.next_label.entry(host).or_insert(FIRST_LABEL);
+        let label = *next;
+        *next += 1;
+        self.labels.insert((host, owner), label);
         label
-    };
-    let mut pod_vn: BTreeMap<PodId, VnId> = BTreeMap::new();
-    let mut pod_label: BTreeMap<PodId, u32> = BTreeMap::new();
-    let mut hosts: Vec<Vec<AgentMessage>> = vec![Vec::new(); host_ips.len()];
-    let mut host_networks: Vec<BTreeSet<VnId>> = vec![BTreeSet::new(); host_ips.len()];
-    let mut interfaces = Vec::new();
-    for (collection, pods) in &collections {
-        let vn = ids[&collection.to_string()];
-        for &pod in pods {
-            pod_vn.insert(pod, vn);
-        }
-    }
-    for (index, state) in cluster.pods().iter().enumerate() {
-        let pod = PodId(index as u32);
-        let label = take_label(state.host);
-        pod_label.insert(pod, label);
-        host_networks[state.host as usize].insert(pod_vn[&pod]);
-        interfaces.push((
-            state.host,
-            AgentMessage::Interface {
-                pod,
-                name: state.key(),
-                ip: state.ip,
-                mac: pod_mac(state.ip),
-                vn: pod_vn[&pod],
-                label,
-            },
-        ));
-    }
-    // Floating IPs: every backend of every service port, once per (pod, service).
-    let mut floating: Vec<(u32, AgentMessage)> = Vec::new();
-    let mut service_targets: BTreeMap<VnId, Vec<RouteTarget>> = BTreeMap::new();
-    for service in &services {
-        let vn = ids[&service_network_name(service)];
-        let mut backends: BTreeMap<PodId, Vec<(u8, u16, u16)>> = BTreeMap::new();
-        for (port, list) in service.service.ports.iter().zip(&service.backends) {
-            for backend in list {
-                backends.entry(backend.pod).or_default().push((
-                    port.protocol.number(),
-                    port.port,
-                    backend.port,
-                ));
-            }
-        }
-        let mut targets = Vec::new();
-        for (pod, ports) in backends {
-            let host = cluster.pod(pod).host;
-            let label = take_label(host);
-            host_networks[host as usize].insert(vn);
-            let addresses =
-                service.cluster_ip.into_iter().chain(service.service.external_ips.iter().copied());
-            for ip in addresses {
-                floating.push((host, AgentMessage::FloatingIp { pod, ip, vn, ports: ports.clone(), label }));
-            }
-            targets.push(RouteTarget { host: host_ips[host as usize], label, vni: vn.0 });
-        }
-        targets.sort();
-        service_targets.insert(vn, targets);
     }
 
-    // Which networks' routes each VRF imports: its own, and for a collection the services it
-    // uses; for a service, the collections that use it (for replies).
-    let mut imports: BTreeMap<VnId, BTreeSet<VnId>> =
-        networks.keys().map(|&id| (id, BTreeSet::from([id]))).collect();
-    for (collection, used) in &uses {
-        let id = ids[&collection.to_string()];
-        for service in used {
-            let service_id = ids[&service_network_name(service)];
-            imports.entry(id).or_default().insert(service_id);
-            imports.entry(service_id).or_default().insert(id);
+    /// Plans the overlay for the cluster as it is now (deleted pods excluded).
+    pub fn plan(&mut self, cluster: &Cluster, host_ips: &[Ipv4Addr], isolation: Isolation) -> OverlayPlan {
+        // Collections and services, named and numbered in name order.
+        let mut collections: BTreeMap<Collection, Vec<PodId>> = BTreeMap::new();
+        for (index, pod) in cluster.pods().iter().enumerate().filter(|(_, p)| !p.deleted) {
+            let collection = match isolation {
+                Isolation::UsesLabels => Collection::of(&pod.pod.namespace, &pod.pod.template.labels),
+                Isolation::NetworkPolicy => Collection { namespace: "cluster".into(), name: "pods".into() },
+            };
+            collections.entry(collection).or_default().push(PodId(index as u32));
         }
-    }
-    // Each network's own routes.
-    let mut own_routes: BTreeMap<VnId, Vec<(Ipv4Net, Vec<RouteTarget>)>> = BTreeMap::new();
-    for (collection, pods) in &collections {
-        let vn = ids[&collection.to_string()];
-        let routes = own_routes.entry(vn).or_default();
-        for &pod in pods {
-            let state = cluster.pod(pod);
-            let target =
-                RouteTarget { host: host_ips[state.host as usize], label: pod_label[&pod], vni: vn.0 };
-            routes.push((Ipv4Net::from(state.ip), vec![target]));
-        }
-    }
-    for service in &services {
-        let vn = ids[&service_network_name(service)];
-        let targets = &service_targets[&vn];
-        if targets.is_empty() {
-            continue;
-        }
-        let routes = own_routes.entry(vn).or_default();
-        for ip in service.cluster_ip.into_iter().chain(service.service.external_ips.iter().copied()) {
-            routes.push((Ipv4Net::from(ip), targets.clone()));
-        }
-    }
+        let services: Vec<&ServiceState> =
+            cluster.services().iter().filter(|s| s.cluster_ip.is_some()).collect();
+        let mut names: BTreeSet<String> = collections.keys().map(ToString::to_string).collect();
+        names.extend(services.iter().map(|s| service_network_name(s)));
+        let ids: BTreeMap<String, VnId> = names.iter().map(|n| (n.clone(), self.network_id(n))).collect();
 
-    // Assemble each host's messages: networks, interfaces, floating IPs, then routes.
-    for (host, wanted) in host_networks.iter().enumerate() {
-        let messages = &mut hosts[host];
-        for vn in wanted {
-            messages.push(AgentMessage::Network(networks[vn].clone()));
+        // Which services each collection uses.
+        let uses: BTreeMap<&Collection, Vec<&ServiceState>> = collections
+            .iter()
+            .map(|(collection, pods)| {
+                let value = cluster.pod(pods[0]).pod.template.labels.get(USES_LABEL);
+                let used = services
+                    .iter()
+                    .filter(|s| {
+                        s.service.namespace == collection.namespace
+                            && value.is_some_and(|v| service_is_named(s, v))
+                    })
+                    .copied()
+                    .collect();
+                (collection, used)
+            })
+            .collect();
+
+        let service_ports = |service: &ServiceState, from: VnId, to: VnId| -> Vec<AclRule> {
+            service
+                .service
+                .ports
+                .iter()
+                .map(|p| AclRule {
+                    protocol: Some(p.protocol.number()),
+                    dst_ports: (p.port, p.port),
+                    ..AclRule::allow(Match::Vn(from), Match::Vn(to))
+                })
+                .collect()
+        };
+        let mut networks: BTreeMap<VnId, VirtualNetwork> = BTreeMap::new();
+        for (collection, used) in &uses {
+            let id = ids[&collection.to_string()];
+            let mut rules = vec![AclRule::allow(Match::Vn(id), Match::Vn(id))];
+            for service in used {
+                rules.extend(service_ports(service, id, ids[&service_network_name(service)]));
+            }
+            networks.insert(
+                id,
+                VirtualNetwork {
+                    id,
+                    name: collection.to_string(),
+                    acl: Acl { rules, default: Verdict::Deny },
+                },
+            );
         }
-    }
-    for (host, message) in interfaces.into_iter().chain(floating) {
-        hosts[host as usize].push(message);
-    }
-    if isolation == Isolation::NetworkPolicy {
-        for acls in crate::overlay_policy::compile(cluster) {
-            if acls.ingress.is_some() || acls.egress.is_some() {
-                let host = cluster.pod(acls.pod).host as usize;
-                hosts[host].push(AgentMessage::InterfaceAcls {
-                    pod: acls.pod,
-                    ingress: acls.ingress,
-                    egress: acls.egress,
-                });
+        for service in &services {
+            let id = ids[&service_network_name(service)];
+            let mut rules = Vec::new();
+            for (collection, used) in &uses {
+                if used.iter().any(|u| u.key() == service.key()) {
+                    rules.extend(service_ports(service, ids[&collection.to_string()], id));
+                }
+            }
+            networks.insert(
+                id,
+                VirtualNetwork {
+                    id,
+                    name: service_network_name(service),
+                    acl: Acl { rules, default: Verdict::Deny },
+                },
+            );
+        }
+
+        // Labels: per host, interfaces first in pod order, then floating IPs in service order.
+        let mut pod_vn: BTreeMap<PodId, VnId> = BTreeMap::new();
+        let mut pod_label: BTreeMap<PodId, u32> = BTreeMap::new();
+        let mut hosts: Vec<Vec<AgentMessage>> = vec![Vec::new(); host_ips.len()];
+        let mut host_networks: Vec<BTreeSet<VnId>> = vec![BTreeSet::new(); host_ips.len()];
+        let mut interfaces = Vec::new();
+        for (collection, pods) in &collections {
+            let vn = ids[&collection.to_string()];
+            for &pod in pods {
+                pod_vn.insert(pod, vn);
             }
         }
-    }
-    for (host, wanted) in host_networks.iter().enumerate() {
-        for &vrf in wanted {
-            for source in &imports[&vrf] {
-                for (prefix, targets) in own_routes.get(source).into_iter().flatten() {
-                    hosts[host].push(AgentMessage::Route {
-                        vrf,
-                        prefix: *prefix,
-                        targets: targets.clone(),
-                        vn: *source,
+        for (index, state) in cluster.pods().iter().enumerate().filter(|(_, p)| !p.deleted) {
+            let pod = PodId(index as u32);
+            let label = self.label(state.host, LabelOwner::Interface(pod));
+            pod_label.insert(pod, label);
+            host_networks[state.host as usize].insert(pod_vn[&pod]);
+            interfaces.push((
+                state.host,
+                AgentMessage::Interface {
+                    pod,
+                    name: state.key(),
+                    ip: state.ip,
+                    mac: pod_mac(state.ip),
+                    vn: pod_vn[&pod],
+                    label,
+                },
+            ));
+        }
+        // Floating IPs: every backend of every service port, once per (pod, service).
+        let mut floating: Vec<(u32, AgentMessage)> = Vec::new();
+        let mut service_targets: BTreeMap<VnId, Vec<RouteTarget>> = BTreeMap::new();
+        for service in &services {
+            let vn = ids[&service_network_name(service)];
+            let mut backends: BTreeMap<PodId, Vec<(u8, u16, u16)>> = BTreeMap::new();
+            for (port, list) in service.service.ports.iter().zip(&service.backends) {
+                for backend in list {
+                    backends.entry(backend.pod).or_default().push((
+                        port.protocol.number(),
+                        port.port,
+                        backend.port,
+                    ));
+                }
+            }
+            let mut targets = Vec::new();
+            for (pod, ports) in backends {
+                let host = cluster.pod(pod).host;
+                let label = self.label(host, LabelOwner::FloatingIp(pod, service.key()));
+                host_networks[host as usize].insert(vn);
+                let addresses =
+                    service.cluster_ip.into_iter().chain(service.service.external_ips.iter().copied());
+                for ip in addresses {
+                    floating
+                        .push((host, AgentMessage::FloatingIp { pod, ip, vn, ports: ports.clone(), label }));
+                }
+                targets.push(RouteTarget { host: host_ips[host as usize], label, vni: vn.0 });
+            }
+            targets.sort();
+            service_targets.insert(vn, targets);
+        }
+
+        // Which networks' routes each VRF imports: its own, and for a collection the services it
+        // uses; for a service, the collections that use it (for replies).
+        let mut imports: BTreeMap<VnId, BTreeSet<VnId>> =
+            networks.keys().map(|&id| (id, BTreeSet::from([id]))).collect();
+        for (collection, used) in &uses {
+            let id = ids[&collection.to_string()];
+            for service in used {
+                let service_id = ids[&service_network_name(service)];
+                imports.entry(id).or_default().insert(service_id);
+                imports.entry(service_id).or_default().insert(id);
+            }
+        }
+        // Each network's own routes.
+        let mut own_routes: BTreeMap<VnId, Vec<(Ipv4Net, Vec<RouteTarget>)>> = BTreeMap::new();
+        for (collection, pods) in &collections {
+            let vn = ids[&collection.to_string()];
+            let routes = own_routes.entry(vn).or_default();
+            for &pod in pods {
+                let state = cluster.pod(pod);
+                let target =
+                    RouteTarget { host: host_ips[state.host as usize], label: pod_label[&pod], vni: vn.0 };
+                routes.push((Ipv4Net::from(state.ip), vec![target]));
+            }
+        }
+        for service in &services {
+            let vn = ids[&service_network_name(service)];
+            let targets = &service_targets[&vn];
+            if targets.is_empty() {
+                continue;
+            }
+            let routes = own_routes.entry(vn).or_default();
+            for ip in service.cluster_ip.into_iter().chain(service.service.external_ips.iter().copied()) {
+                routes.push((Ipv4Net::from(ip), targets.clone()));
+            }
+        }
+
+        // Assemble each host's messages: networks, interfaces, floating IPs, then routes.
+        for (host, wanted) in host_networks.iter().enumerate() {
+            let messages = &mut hosts[host];
+            for vn in wanted {
+                messages.push(AgentMessage::Network(networks[vn].clone()));
+            }
+        }
+        for (host, message) in interfaces.into_iter().chain(floating) {
+            hosts[host as usize].push(message);
+        }
+        if isolation == Isolation::NetworkPolicy {
+            for acls in crate::overlay_policy::compile(cluster) {
+                if acls.ingress.is_some() || acls.egress.is_some() {
+                    let host = cluster.pod(acls.pod).host as usize;
+                    hosts[host].push(AgentMessage::InterfaceAcls {
+                        pod: acls.pod,
+                        ingress: acls.ingress,
+                        egress: acls.egress,
                     });
                 }
             }
         }
+        for (host, wanted) in host_networks.iter().enumerate() {
+            for &vrf in wanted {
+                for source in &imports[&vrf] {
+                    for (prefix, targets) in own_routes.get(source).into_iter().flatten() {
+                        hosts[host].push(AgentMessage::Route {
+                            vrf,
+                            prefix: *prefix,
+                            targets: targets.clone(),
+                            vn: *source,
+                        });
+                    }
+                }
+            }
+        }
+        OverlayPlan { networks: networks.into_values().collect(), hosts }
     }
-    OverlayPlan { networks: networks.into_values().collect(), hosts }
+}
+
+/// The messages that take a host from `old` to `new` programming: additions and changes
+/// first (networks, interfaces, floating IPs, ACLs, routes), then removals (routes, floating
+/// IPs, interfaces). Unchanged items are not sent again.
+pub fn diff(old: &[AgentMessage], new: &[AgentMessage]) -> Vec<AgentMessage> {
+    let mut out: Vec<AgentMessage> = new.iter().filter(|m| !old.contains(m)).cloned().collect();
+    for message in old {
+        let removal = match message {
+            AgentMessage::Route { vrf, prefix, .. } => {
+                let kept = new.iter().any(
+                    |m| matches!(m, AgentMessage::Route { vrf: v, prefix: p, .. } if v == vrf && p == prefix),
+                );
+                (!kept).then_some(AgentMessage::RemoveRoute { vrf: *vrf, prefix: *prefix })
+            }
+            AgentMessage::FloatingIp { pod, ip, vn, .. } => {
+                let kept = new.iter().any(|m| matches!(m, AgentMessage::FloatingIp { pod: p, ip: i, vn: v, .. } if p == pod && i == ip && v == vn));
+                (!kept).then_some(AgentMessage::RemoveFloatingIp { pod: *pod, ip: *ip, vn: *vn })
+            }
+            AgentMessage::Interface { pod, .. } => {
+                let kept =
+                    new.iter().any(|m| matches!(m, AgentMessage::Interface { pod: p, .. } if p == pod));
+                (!kept).then_some(AgentMessage::RemoveInterface { pod: *pod })
+            }
+            AgentMessage::InterfaceAcls { pod, .. } => {
+                let kept =
+                    new.iter().any(|m| matches!(m, AgentMessage::InterfaceAcls { pod: p, .. } if p == pod));
+                let interface_kept =
+                    new.iter().any(|m| matches!(m, AgentMessage::Interface { pod: p, .. } if p == pod));
+                (!kept && interface_kept).then_some(AgentMessage::InterfaceAcls {
+                    pod: *pod,
+                    ingress: None,
+                    egress: None,
+                })
+            }
+            _ => None,
+        };
+        out.extend(removal);
+    }
+    // Removals in a safe order: routes before the floating IPs and interfaces they lead to.
+    out.sort_by_key(|m| match m {
+        AgentMessage::RemoveRoute { .. } => 1,
+        AgentMessage::RemoveFloatingIp { .. } => 2,
+        AgentMessage::RemoveInterface { .. } => 3,
+        _ => 0,
+    });
+    out
 }
 
 /// The name of a service's network.
@@ -450,5 +557,58 @@ spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
                 .any(|m| matches!(m, AgentMessage::Route { vrf, vn, .. } if *vrf == frontend && *vn == bps))
         );
         assert!(plan.hosts[3].is_empty());
+    }
+
+    #[test]
+    fn re_plans_keep_labels_and_send_only_differences() {
+        let (objects, _) = manifest::parse("p.yaml", PETSTORE).expect("valid");
+        let mut cluster =
+            Cluster::build(ClusterConfig { hosts: 4, ..ClusterConfig::default() }, objects).expect("builds");
+        let mut manager = NetworkManager::default();
+        let before = manager.plan(&cluster, &host_ips(4), Isolation::UsesLabels);
+        // frontend-1 (host 2) goes away.
+        let (created, deleted) = cluster.scale("default", "frontend", 1).expect("scales");
+        assert_eq!((created.len(), deleted.len()), (0, 1));
+        let after = manager.plan(&cluster, &host_ips(4), Isolation::UsesLabels);
+        // Host 0 (bps) only learns the VIP's new, single target.
+        let host0 = diff(&before.hosts[0], &after.hosts[0]);
+        assert_eq!(host0.len(), 1);
+        let AgentMessage::Route { targets, .. } = &host0[0] else { panic!("{host0:?}") };
+        assert_eq!(targets.iter().map(|t| t.host).collect::<Vec<_>>(), [host_ips(4)[1]]);
+        // Host 2 withdraws routes, then the floating IP, then the interface.
+        let host2 = diff(&before.hosts[2], &after.hosts[2]);
+        let kinds: Vec<u8> = host2
+            .iter()
+            .map(|m| match m {
+                AgentMessage::RemoveRoute { .. } => 1,
+                AgentMessage::RemoveFloatingIp { .. } => 2,
+                AgentMessage::RemoveInterface { .. } => 3,
+                _ => 0,
+            })
+            .collect();
+        assert!(kinds.windows(2).all(|w| w[0] <= w[1]) && kinds.contains(&3), "{kinds:?}");
+        // Host 1 keeps its pod's interface and labels: only routes change (the VIP's targets,
+        // and the deleted replica's route in the frontend VRF).
+        let host1 = diff(&before.hosts[1], &after.hosts[1]);
+        assert_eq!(host1.len(), 2, "{host1:?}");
+        assert!(
+            host1.iter().all(|m| matches!(m, AgentMessage::Route { .. } | AgentMessage::RemoveRoute { .. })),
+            "{host1:?}"
+        );
+        // Scaling up again gives the new pod fresh labels, never reusing the deleted pod's.
+        cluster.scale("default", "frontend", 2).expect("scales");
+        let again = manager.plan(&cluster, &host_ips(4), Isolation::UsesLabels);
+        let labels = |plan: &OverlayPlan| -> Vec<u32> {
+            plan.hosts
+                .iter()
+                .flatten()
+                .filter_map(|m| match m {
+                    AgentMessage::Interface { label, .. } => Some(*label),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(labels(&again).len(), 3);
+        assert!(diff(&after.hosts[0], &again.hosts[0]).len() == 1);
     }
 }

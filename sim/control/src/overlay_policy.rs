@@ -29,6 +29,7 @@ pub struct PodAcls {
 pub fn compile(cluster: &Cluster) -> Vec<PodAcls> {
     (0..cluster.pods().len() as u32)
         .map(PodId)
+        .filter(|&pod| !cluster.pod(pod).deleted)
         .map(|pod| PodAcls { pod, ingress: ingress(cluster, pod), egress: egress(cluster, pod) })
         .collect()
 }
@@ -160,7 +161,7 @@ fn peers(cluster: &Cluster, policy_namespace: &str, rule: &PolicyRule) -> Vec<Ma
 /// selecting the pods whose addresses they hold.
 fn peer_pods(cluster: &Cluster, policy_namespace: &str, rule: &PolicyRule) -> Vec<PodId> {
     let mut pods: Vec<PodId> = if rule.peers.is_empty() {
-        (0..cluster.pods().len() as u32).map(PodId).collect()
+        (0..cluster.pods().len() as u32).map(PodId).filter(|&p| !cluster.pod(p).deleted).collect()
     } else {
         rule.peers.iter().flat_map(|peer| selected_by(cluster, policy_namespace, peer)).collect()
     };
@@ -188,6 +189,7 @@ fn selected_by(cluster: &Cluster, policy_namespace: &str, peer: &Peer) -> Vec<Po
         .pods()
         .iter()
         .enumerate()
+        .filter(|(_, state)| !state.deleted)
         .filter(|(_, state)| {
             let namespace_ok = match namespace_selector {
                 None => state.pod.namespace == policy_namespace,

@@ -1,7 +1,7 @@
 //! Scenario loading, data-driven: each case is a file and the diagnostics it must produce.
 
 use super::*;
-use crate::scenario::{Dataplane, Endpoints, PodTarget};
+use crate::scenario::{Change, Dataplane, Endpoints, PodTarget};
 
 const HEADER: &str = "name = \"t\"\nseed = 3\nduration = \"1s\"\n";
 
@@ -245,5 +245,37 @@ fn overlay_problems_are_located_in_the_right_file() {
     assert_eq!(
         error,
         "DIR/scenario.toml:5:8: error: traffic `traffic-0`: pod traffic needs `dataplane = \"overlay\"` and `manifests`"
+    );
+}
+
+#[test]
+fn churn_events_name_existing_pods_and_workloads() {
+    const RC: &str = "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: web}\nspec:\n  replicas: 2\n  template:\n    metadata: {labels: {name: web}}\n    spec: {containers: [{ports: [{containerPort: 80}]}]}\n";
+    let base = format!("{HEADER}dataplane = \"overlay\"\nmanifests = [\"k8s.yaml\"]\n");
+    let ok = format!(
+        "{base}[[event]]\nat = \"1ms\"\naction = \"scale\"\nworkload = \"web\"\nreplicas = 3\n[[event]]\nat = \"2ms\"\naction = \"delete\"\npod = \"default/web-0\"\n"
+    );
+    let loaded = load_with_files("churn-ok", &[("scenario.toml", &ok), ("k8s.yaml", RC)]).expect("valid");
+    assert_eq!(loaded.churn.len(), 2);
+    assert_eq!(
+        loaded.churn[0].change,
+        Change::Scale { namespace: "default".into(), name: "web".into(), replicas: 3 }
+    );
+    assert_eq!(loaded.failure_windows().len(), 2, "each change opens a window");
+
+    let unknown = format!("{base}[[event]]\nat = \"1ms\"\naction = \"delete\"\npod = \"default/db-0\"\n");
+    let error = load_with_files("churn-pod", &[("scenario.toml", &unknown), ("k8s.yaml", RC)]).unwrap_err();
+    assert_eq!(error, "DIR/scenario.toml:9:7: error: no pod `default/db-0` in the manifests");
+    let mixed = format!("{base}[[event]]\nat = \"1ms\"\naction = \"scale\"\nworkload = \"web\"\n");
+    let error = load_with_files("churn-fields", &[("scenario.toml", &mixed), ("k8s.yaml", RC)]).unwrap_err();
+    assert_eq!(
+        error,
+        "DIR/scenario.toml:6:1: error: a `scale` event names `workload` and `replicas` (and nothing else)"
+    );
+    let underlay = format!("{HEADER}[[event]]\nat = \"1ms\"\naction = \"delete\"\npod = \"x\"\n");
+    let error = load_with_files("churn-underlay", &[("scenario.toml", &underlay)]).unwrap_err();
+    assert_eq!(
+        error,
+        "DIR/scenario.toml:4:1: error: pod and workload events need `dataplane = \"overlay\"` and `manifests`"
     );
 }

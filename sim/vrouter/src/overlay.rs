@@ -361,8 +361,15 @@ impl Vrouter {
                 self.flush(|key, _| key.vrf == vrf);
             }
             Command::SetRoute { vrf, prefix, route } => {
+                // Flows the new route still carries the same way keep going (an established
+                // connection survives a backend being added, or another one removed); the others
+                // are judged again on their next packet.
+                let members: Vec<Egress> = self.egresses(&route.next_hop);
                 self.vrfs.get_mut(&vrf).ok_or(CommandError::UnknownVrf(vrf))?.routes.insert(prefix, route);
-                self.flush(|key, _| key.vrf == vrf && prefix.contains(&key.tuple.dst));
+                self.flush(|key, action| {
+                    let kept = matches!(action, FlowAction::Forward { egress, routed: true, .. } if members.contains(egress));
+                    key.vrf == vrf && prefix.contains(&key.tuple.dst) && !kept
+                });
             }
             Command::RemoveRoute { vrf, prefix } => {
                 self.vrfs.get_mut(&vrf).ok_or(CommandError::UnknownVrf(vrf))?.routes.remove(prefix);
@@ -437,6 +444,20 @@ impl Vrouter {
             }
         }
         Ok(())
+    }
+
+    /// Where a next hop can send a new flow from this host.
+    fn egresses(&self, next_hop: &NextHop) -> Vec<Egress> {
+        match next_hop {
+            NextHop::Interface(id) => vec![Egress::Interface(*id)],
+            NextHop::Tunnel(t) if t.host == self.config.host_ip => {
+                self.labels.get(&t.label).map(|&(id, _)| Egress::Interface(id)).into_iter().collect()
+            }
+            NextHop::Tunnel(t) => vec![Egress::Tunnel(*t)],
+            NextHop::Receive => vec![Egress::Host],
+            NextHop::Composite(members) => members.iter().flat_map(|m| self.egresses(m)).collect(),
+            NextHop::Discard => Vec::new(),
+        }
     }
 
     /// Removes every flow pair one of whose halves matches.

@@ -306,27 +306,36 @@ fn idle_flows_age_out() {
 #[test]
 fn route_changes_move_only_affected_flows() {
     let (mut a, _) = pair(Encapsulation::MplsOverUdp);
-    for port in 0..10 {
-        a.handle_packet(
-            SimTime(1),
-            Port::Interface(BPS_IF),
-            pod_frame(MAC_BPS, BPS, VIP, port, 3000, true, 10),
-        );
-    }
+    let send = |a: &mut Vrouter, port: u16| {
+        let frame = pod_frame(MAC_BPS, BPS, VIP, port, 3000, true, 10);
+        matches!(a.handle_packet(SimTime(1), Port::Interface(BPS_IF), frame), Forward::Fabric(_))
+    };
+    let remote_before: Vec<bool> = (0..40).map(|port| send(&mut a, port)).collect();
     let unrelated = pod_frame(MAC_FE1, FE1, FE0, 1, 2, false, 10);
     a.handle_packet(SimTime(1), Port::Interface(FE1_IF), unrelated);
-    assert_eq!(a.flows().len(), 22);
-    // The VIP's route changes (a backend went away): its flows are re-evaluated.
-    a.handle_command(
-        SimTime(2),
-        Command::SetRoute {
-            vrf: VRF_BPS,
-            prefix: "10.96.0.2/32".parse().unwrap(),
-            route: route(tunnel(HOST_B, 19, 3), VN_SVC),
-        },
-    )
-    .unwrap();
-    assert_eq!(a.flows().len(), 2, "only the frontend pair remains");
+    let remote = remote_before.iter().filter(|&&r| r).count();
+    assert!(remote > 0 && remote < 40);
+    assert_eq!(a.flows().len(), 2 * 40 + 2);
+    // The local replica goes away: the VIP's route keeps only host B's. Flows to host B are
+    // established connections and stay; flows to the local replica are judged again.
+    let only_b = Command::SetRoute {
+        vrf: VRF_BPS,
+        prefix: "10.96.0.2/32".parse().unwrap(),
+        route: route(tunnel(HOST_B, 19, 3), VN_SVC),
+    };
+    a.handle_command(SimTime(2), only_b).unwrap();
+    assert_eq!(a.flows().len(), 2 * remote + 2, "the remote flows and the frontend pair remain");
+    let hits = a.counters().flow_hits;
+    assert!((0..40).all(|port| send(&mut a, port)), "every flow now goes to host B");
+    assert_eq!(a.counters().flow_hits - hits, remote as u64, "the remote flows kept their entries");
+    // A backend is added: established flows keep their member.
+    let both = Command::SetRoute {
+        vrf: VRF_BPS,
+        prefix: "10.96.0.2/32".parse().unwrap(),
+        route: route(NextHop::Composite(vec![tunnel(HOST_B, 19, 3), tunnel(HOST_A, 20, 3)]), VN_SVC),
+    };
+    a.handle_command(SimTime(3), both).unwrap();
+    assert!((0..40).all(|port| send(&mut a, port)), "no established flow moved to the new backend");
 }
 
 /// Golden bytes of one encapsulated packet per encapsulation, reviewed by hand: outer Ethernet
