@@ -1132,13 +1132,8 @@ fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporte
     })))
 }
 
-fn churn_spec(
-    section: &Spanned<EventSection>,
-    cluster: Option<&Cluster>,
-    end: SimTime,
-    report: &mut Reporter<'_>,
-) -> Option<ChurnSpec> {
-    let event = section.get_ref();
+/// An event's time, which must lie before the end of the run.
+fn event_time(event: &EventSection, end: SimTime, report: &mut Reporter<'_>) -> Option<SimTime> {
     let at = SimTime::ZERO + event.at.get_ref().0;
     if at >= end {
         report.spanned(
@@ -1147,6 +1142,17 @@ fn churn_spec(
         );
         return None;
     }
+    Some(at)
+}
+
+fn churn_spec(
+    section: &Spanned<EventSection>,
+    cluster: Option<&Cluster>,
+    end: SimTime,
+    report: &mut Reporter<'_>,
+) -> Option<ChurnSpec> {
+    let event = section.get_ref();
+    let at = event_time(event, end, report)?;
     let Some(cluster) = cluster else {
         report.spanned(
             section,
@@ -1204,14 +1210,7 @@ fn fault_spec(
     report: &mut Reporter<'_>,
 ) -> Option<FaultSpec> {
     let event = section.get_ref();
-    let at = SimTime::ZERO + event.at.get_ref().0;
-    if at >= end {
-        report.spanned(
-            &event.at,
-            format!("event at {} is not before the scenario's duration", event.at.get_ref()),
-        );
-        return None;
-    }
+    let at = event_time(event, end, report)?;
     let targets: Vec<(&str, &Spanned<String>)> =
         [("link", &event.link), ("switch", &event.switch), ("host", &event.host)]
             .into_iter()

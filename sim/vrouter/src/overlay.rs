@@ -568,6 +568,19 @@ impl Vrouter {
             Ok(pair) => pair,
             Err(reason) => (FlowAction::Drop(reason), None, None),
         };
+        self.record_flow(now, key, forward, reverse, ecmp)?;
+        Ok(forward)
+    }
+
+    /// Stores a new flow and its reverse as a pair (or a lone drop entry).
+    fn record_flow(
+        &mut self,
+        now: SimTime,
+        key: FlowKey,
+        forward: FlowAction,
+        reverse: Option<(FlowKey, FlowAction)>,
+        ecmp: Option<(u16, u16)>,
+    ) -> Result<(), DropReason> {
         let entry = |key: FlowKey, action: FlowAction| FlowEntry {
             key,
             action,
@@ -578,14 +591,12 @@ impl Vrouter {
             ecmp,
         };
         let reverse = reverse.map(|(key, action)| entry(key, action));
-        match self.flows.insert_pair(entry(key, forward), reverse) {
-            Ok(()) => {
-                self.counters.flows_created += 1;
-                self.schedule_aging(now);
-                Ok(forward)
-            }
-            Err(TableFull) => Err(DropReason::FlowTableFull),
-        }
+        self.flows
+            .insert_pair(entry(key, forward), reverse)
+            .map_err(|TableFull| DropReason::FlowTableFull)?;
+        self.counters.flows_created += 1;
+        self.schedule_aging(now);
+        Ok(())
     }
 
     /// Route, policy, ECMP and NAT for a new flow from `source`: the forward action, the reverse
@@ -833,21 +844,7 @@ impl Vrouter {
             }
             Err(reason) => (FlowAction::Drop(reason), None),
         };
-        let entry = |key: FlowKey, action: FlowAction| FlowEntry {
-            key,
-            action,
-            reverse: None,
-            created: now,
-            last_used: now,
-            packets: 1,
-            ecmp: None,
-        };
-        let reverse = reverse.map(|(key, action)| entry(key, action));
-        self.flows
-            .insert_pair(entry(key, forward), reverse)
-            .map_err(|TableFull| DropReason::FlowTableFull)?;
-        self.counters.flows_created += 1;
-        self.schedule_aging(now);
+        self.record_flow(now, key, forward, reverse, None)?;
         Ok(forward)
     }
 
