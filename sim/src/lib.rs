@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod checks;
 pub mod cli;
+pub mod control_channel;
 pub mod engine;
 pub mod pcap;
 pub mod reach;

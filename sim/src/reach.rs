@@ -152,6 +152,7 @@ pub fn reach(objects: Objects, manifests: &[PathBuf], isolation: Isolation) -> R
             isolation,
             propagation_delay: SimDuration::ZERO,
             propagation_jitter: SimDuration::ZERO,
+            control_nodes: vec![0],
         })),
         traffic,
         events: Vec::new(),

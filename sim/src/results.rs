@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::checks::CheckResult;
 use std::collections::BTreeMap;
 
-use crate::runner::{DropRecord, LatencySummary, PacketCounts, ReplyCounts, RoutingChange, RunReport};
+use crate::runner::{
+    ControlCounts, DropRecord, LatencySummary, PacketCounts, ReplyCounts, RoutingChange, RunReport,
+};
 use crate::scenario::{FailureWindow, Scenario};
 
 /// The contents of `results.json`.
@@ -45,6 +47,9 @@ pub struct Results {
     /// Overlay forwarding state when traffic ended: routes and flow entries over all vrouters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overlay_state: Option<OverlayState>,
+    /// The control channel: updates, datagrams, retransmissions, losses, failovers, convergence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlCounts>,
     /// One-way latency of delivered packets.
     pub latency_ns: LatencySummary,
     /// Windows in which losses are explained by failures.
@@ -107,6 +112,7 @@ impl Results {
                 .collect(),
             drops_by_layer: report.drops_by_layer,
             overlay_state: report.overlay_state.map(|(routes, flows)| OverlayState { routes, flows }),
+            control: report.control,
             latency_ns: report.latency,
             failure_windows: report.windows,
             drops_in_failure_windows: report.drops_in_windows,
@@ -169,6 +175,19 @@ impl Results {
                 netsim_core::SimDuration(l.p50),
                 netsim_core::SimDuration(l.p99),
                 netsim_core::SimDuration(l.max)
+            ));
+        }
+        if let Some(control) = self.control.as_ref().filter(|c| c.updates > 0) {
+            lines.push(format!(
+                "control   {} updates ({} messages) in {} datagrams, {} retransmitted, {} lost, {} failovers; applied {}, slowest after {}",
+                control.updates,
+                control.messages,
+                control.datagrams,
+                control.retransmissions,
+                control.lost,
+                control.failovers,
+                control.applied,
+                netsim_core::SimDuration(control.convergence_ns_max)
             ));
         }
         for (index, check) in self.checks.iter().enumerate() {

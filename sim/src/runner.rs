@@ -22,6 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::Rng;
 
 use crate::agent::Agent;
+use crate::control_channel::{self, ControlPacket};
 use crate::engine::{EventQueue, RngStreams, TraceHash};
 use crate::scenario::{
     Change, Dataplane, Endpoints, FailureWindow, FaultAction, OverlaySpec, Pattern, PodTarget, Scenario,
@@ -213,6 +214,8 @@ pub struct RunReport {
     pub captures: Vec<Capture>,
     /// Forwarding state when traffic ended: (routes, flow entries) summed over vrouters.
     pub overlay_state: Option<(usize, usize)>,
+    /// The control channel's counters (overlay only).
+    pub control: Option<ControlCounts>,
 }
 
 enum Event {
@@ -222,7 +225,7 @@ enum Event {
     FabricTimer,
     VrouterTimer(u32),
     Churn(u32),
-    ControlUpdate(u32),
+    ControlSend(u32),
 }
 
 /// Trace kinds: part of the trace hash definition.
@@ -234,6 +237,46 @@ mod kind {
     pub const VROUTER_TIMER: u64 = 5;
     pub const CHURN: u64 = 6;
     pub const CONTROL_UPDATE: u64 = 7;
+}
+
+/// One update on the control channel.
+struct Update {
+    host: u32,
+    /// Its place in the host's sequence: agents apply updates in order.
+    sequence: u32,
+    payload: Vec<u8>,
+    /// Index into the control nodes of the one sending it.
+    owner: usize,
+    acked: bool,
+    attempts: u32,
+    /// The change that caused it.
+    created: SimTime,
+}
+
+/// Retransmission timeout of the control channel.
+const CONTROL_RTO: SimDuration = SimDuration::from_millis(5);
+
+/// Control-channel counters for results.json.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ControlCounts {
+    /// Updates sent (one per host per change).
+    pub updates: u64,
+    /// Agent messages carried.
+    pub messages: u64,
+    /// Datagrams sent, retransmissions included.
+    pub datagrams: u64,
+    /// Bytes of update payload sent, retransmissions included.
+    pub bytes: u64,
+    /// Datagrams sent again because no acknowledgement came in time.
+    pub retransmissions: u64,
+    /// Control datagrams the fabric lost.
+    pub lost: u64,
+    /// Updates taken over by another control node because theirs was down.
+    pub failovers: u64,
+    /// Updates applied by their agents.
+    pub applied: u64,
+    /// Longest time from a change to its application at a host, in nanoseconds.
+    pub convergence_ns_max: u64,
 }
 
 /// The overlay's per-run state: a vrouter and an agent per host, the cluster as it changes,
@@ -251,8 +294,18 @@ struct Overlay {
     /// The programming every host is converging to.
     plan: OverlayPlan,
     host_ips: Vec<Ipv4Addr>,
-    /// Updates on their way to hosts: (host, messages), by slot.
-    pending: Vec<Option<(u32, Vec<AgentMessage>)>>,
+    /// The hosts running the control nodes, in order of preference.
+    control_nodes: Vec<NodeId>,
+    /// Every update sent to an agent, by id.
+    updates: Vec<Update>,
+    /// Chunks received so far, by update id.
+    reassembly: BTreeMap<u32, Vec<Option<Vec<u8>>>>,
+    /// Per host: the next update sequence number to apply, and complete updates waiting for
+    /// their predecessors (by sequence number).
+    agent_queues: Vec<(u32, BTreeMap<u32, Vec<AgentMessage>>)>,
+    /// Per host: the sequence number of the next update to send.
+    next_sequence: Vec<u32>,
+    control: ControlCounts,
     /// Draws of the per-host propagation jitter.
     jitter: ChaCha8Rng,
 }
@@ -497,16 +550,9 @@ impl Simulation<'_> {
                     self.trace.record(time, kind::CHURN, &[u64::from(index)]);
                     self.apply_churn(index as usize);
                 }
-                Event::ControlUpdate(slot) => {
-                    let overlay = self.overlay.as_mut().expect("updates exist only with an overlay");
-                    let (host, messages) =
-                        overlay.pending[slot as usize].take().expect("each update is delivered once");
-                    self.trace.record(time, kind::CONTROL_UPDATE, &[u64::from(host), messages.len() as u64]);
-                    // The network manager's diffs refer only to what its plans created.
-                    overlay.agents[host as usize]
-                        .apply(&mut overlay.vrouters[host as usize], time, &messages)
-                        .expect("the network manager's update is consistent");
-                    self.schedule_vrouter_timer(host);
+                Event::ControlSend(update) => {
+                    self.trace.record(time, kind::CONTROL_UPDATE, &[u64::from(update)]);
+                    self.send_update(update);
                 }
                 Event::VrouterTimer(host) => {
                     self.trace.record(time, kind::VROUTER_TIMER, &[u64::from(host)]);
@@ -706,23 +752,147 @@ impl Simulation<'_> {
             .map(|p| (NodeId(p.host), p.ip, netsim_control::network_manager::pod_mac(p.ip)))
             .collect();
         let plan = overlay.manager.plan(&overlay.cluster, &overlay.host_ips, spec.isolation);
-        let mut updates = Vec::new();
+        let mut sends = Vec::new();
         for (host, (old, new)) in overlay.plan.hosts.iter().zip(&plan.hosts).enumerate() {
             let messages = netsim_control::network_manager::diff(old, new);
             if messages.is_empty() {
                 continue;
             }
+            // The control node's work before the update leaves: the propagation delay, with a
+            // per-host jitter.
             let jitter = match spec.propagation_jitter.as_nanos() {
                 0 => 0,
                 range => overlay.jitter.next_u64() % range,
             };
             let at = self.now + spec.propagation_delay + SimDuration::from_nanos(jitter);
-            overlay.pending.push(Some((host as u32, messages)));
-            updates.push((at, (overlay.pending.len() - 1) as u32));
+            let sequence = overlay.next_sequence[host];
+            overlay.next_sequence[host] += 1;
+            overlay.updates.push(Update {
+                host: host as u32,
+                sequence,
+                payload: control_channel::encode(&messages),
+                owner: 0,
+                acked: false,
+                attempts: 0,
+                created: self.now,
+            });
+            overlay.control.updates += 1;
+            overlay.control.messages += messages.len() as u64;
+            sends.push((at, (overlay.updates.len() - 1) as u32));
         }
         overlay.plan = plan;
-        for (at, slot) in updates {
-            self.queue.push(at, Event::ControlUpdate(slot));
+        for (at, update) in sends {
+            self.queue.push(at, Event::ControlSend(update));
+        }
+    }
+
+    /// Sends (or resends) an update from the first control node that is up, and arms its
+    /// retransmission timer; an acknowledged update is done.
+    fn send_update(&mut self, id: u32) {
+        let overlay = self.overlay.as_mut().expect("updates exist only with an overlay");
+        let update = &mut overlay.updates[id as usize];
+        if update.acked {
+            return;
+        }
+        let nodes = overlay.control_nodes.len();
+        let alive = (0..nodes)
+            .map(|step| (update.owner + step) % nodes)
+            .find(|&index| self.fabric.is_up(Element::Node(overlay.control_nodes[index])));
+        let Some(owner) = alive else {
+            // Every control node is down: try again later; the routes already programmed stay.
+            self.queue.push(self.now + CONTROL_RTO, Event::ControlSend(id));
+            return;
+        };
+        if owner != update.owner {
+            update.owner = owner;
+            overlay.control.failovers += 1;
+        }
+        let from = overlay.control_nodes[owner];
+        let to = NodeId(update.host);
+        let topology = self.fabric.topology();
+        let frames =
+            control_channel::data_frames(topology.host_ip(from), topology.host_ip(to), id, &update.payload);
+        if update.attempts > 0 {
+            overlay.control.retransmissions += frames.len() as u64;
+        }
+        update.attempts += 1;
+        overlay.control.datagrams += frames.len() as u64;
+        overlay.control.bytes += update.payload.len() as u64;
+        self.queue.push(self.now + CONTROL_RTO, Event::ControlSend(id));
+        for frame in frames {
+            if from == to {
+                // A control node's own host: no fabric in between.
+                self.receive_control(to, frame);
+            } else {
+                let forward = self.fabric.send(self.now, from, frame);
+                self.handle(forward);
+            }
+        }
+    }
+
+    /// A control datagram reaches `host`: an agent collects an update's chunks, applies
+    /// complete updates in order and acknowledges them; a control node records acknowledgements.
+    fn receive_control(&mut self, host: NodeId, frame: Vec<u8>) {
+        let packet = control_channel::parse(&frame);
+        let source = FiveTuple::from_ethernet(&frame).map(|t| t.src);
+        self.pool.push(frame);
+        let overlay = self.overlay.as_mut().expect("control traffic exists only with an overlay");
+        match packet {
+            Some(ControlPacket::Ack { update }) => {
+                if let Some(update) = overlay.updates.get_mut(update as usize) {
+                    update.acked = true;
+                }
+            }
+            Some(ControlPacket::Data { update: id, index, count, bytes }) => {
+                let Some(update) = overlay.updates.get(id as usize) else { return };
+                if update.host != host.0 {
+                    return;
+                }
+                let chunks = overlay.reassembly.entry(id).or_insert_with(|| vec![None; usize::from(count)]);
+                if let Some(slot) = chunks.get_mut(usize::from(index)) {
+                    *slot = Some(bytes);
+                }
+                let complete = chunks.iter().all(Option::is_some);
+                if complete {
+                    let chunks = overlay.reassembly.remove(&id).unwrap_or_default();
+                    let payload: Vec<u8> = chunks.into_iter().flatten().flatten().collect();
+                    // The control node encoded these messages itself.
+                    let messages = control_channel::decode(&payload).expect("a complete update decodes");
+                    let (sequence, created) = (update.sequence, update.created);
+                    let queue = &mut overlay.agent_queues[host.0 as usize];
+                    if sequence >= queue.0 {
+                        queue.1.insert(sequence, messages);
+                    }
+                    // Apply every update whose predecessors are in, in order.
+                    loop {
+                        let queue = &mut overlay.agent_queues[host.0 as usize];
+                        let Some(messages) = queue.1.remove(&queue.0) else { break };
+                        queue.0 += 1;
+                        // The network manager's diffs refer only to what its plans created.
+                        overlay.agents[host.0 as usize]
+                            .apply(&mut overlay.vrouters[host.0 as usize], self.now, &messages)
+                            .expect("the network manager's update is consistent");
+                        overlay.control.applied += 1;
+                        let latency = (self.now - created).as_nanos();
+                        overlay.control.convergence_ns_max = overlay.control.convergence_ns_max.max(latency);
+                    }
+                    self.schedule_vrouter_timer(host.0);
+                }
+                // Acknowledge a complete update (again, for a retransmitted one).
+                let was_complete = !self.overlay.as_ref().expect("checked").reassembly.contains_key(&id);
+                if was_complete && let Some(source) = source {
+                    let topology = self.fabric.topology();
+                    let ack = control_channel::ack_frame(topology.host_ip(host), source, id);
+                    match topology.host_by_ip(source) {
+                        Some(node) if node == host => self.receive_control(host, ack),
+                        _ => {
+                            let forward = self.fabric.send(self.now, host, ack);
+                            self.handle(forward);
+                        }
+                    }
+                }
+            }
+            None => {}
         }
     }
 
@@ -777,6 +947,10 @@ impl Simulation<'_> {
                 self.queue.push(transmit.arrive_at, Event::Arrive(transmit));
             }
             Forward::Deliver { host, frame } => {
+                if self.overlay.is_some() && control_channel::parse(&frame).is_some() {
+                    self.receive_control(host, frame);
+                    return;
+                }
                 if self.overlay.is_some() {
                     let overlay = self.overlay.as_mut().expect("checked");
                     let forward =
@@ -791,7 +965,17 @@ impl Simulation<'_> {
                 }
                 self.pool.push(frame);
             }
-            Forward::Drop { reason, node, frame } => self.record_drop("fabric", reason.as_str(), node, frame),
+            Forward::Drop { reason, node, frame } => {
+                if let Some(overlay) = &mut self.overlay
+                    && control_channel::parse(&frame).is_some()
+                {
+                    // Control traffic is not traffic of the scenario: counted apart.
+                    overlay.control.lost += 1;
+                    self.pool.push(frame);
+                    return;
+                }
+                self.record_drop("fabric", reason.as_str(), node, frame)
+            }
         }
     }
 
@@ -882,6 +1066,7 @@ impl Simulation<'_> {
             drops_by_layer: self.drops_by_layer,
             captures: self.captures.into_iter().map(|(_, capture)| capture).collect(),
             overlay_state: self.overlay_state,
+            control: self.overlay.map(|o| o.control),
         }
     }
 }
@@ -899,6 +1084,7 @@ fn record_frame(capture: &mut Capture, now: SimTime, frame: &[u8]) {
 fn build_overlay(spec: &OverlaySpec, fabric: &Fabric, streams: &RngStreams) -> Overlay {
     let topology = fabric.topology();
     let host_ips: Vec<Ipv4Addr> = (0..topology.host_count()).map(|h| topology.host_ip(NodeId(h))).collect();
+    let hosts = host_ips.len();
     let mut manager = NetworkManager::default();
     let plan = manager.plan(&spec.cluster, &host_ips, spec.isolation);
     let entropy_seed = streams.seed_for("overlay/entropy");
@@ -939,7 +1125,12 @@ fn build_overlay(spec: &OverlaySpec, fabric: &Fabric, streams: &RngStreams) -> O
         manager,
         plan,
         host_ips,
-        pending: Vec::new(),
+        control_nodes: spec.control_nodes.iter().map(|&h| NodeId(h)).collect(),
+        updates: Vec::new(),
+        reassembly: BTreeMap::new(),
+        agent_queues: vec![(0, BTreeMap::new()); hosts],
+        next_sequence: vec![0; hosts],
+        control: ControlCounts::default(),
         jitter: streams.stream("control/propagation"),
     }
 }

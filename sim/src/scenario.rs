@@ -139,6 +139,7 @@ struct ClusterSection {
     pods_per_host: Option<u32>,
     propagation_delay: Option<Duration>,
     propagation_jitter: Option<Duration>,
+    control_nodes: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -359,6 +360,8 @@ pub struct OverlaySpec {
     pub propagation_delay: SimDuration,
     /// Extra delay per host, drawn uniformly from [0, jitter): hosts learn at different times.
     pub propagation_jitter: SimDuration,
+    /// Hosts running the control nodes, in order of preference.
+    pub control_nodes: Vec<u32>,
 }
 
 /// Who a traffic entry's flows run between.
@@ -1101,6 +1104,28 @@ fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporte
             return None;
         }
     };
+    let hosts = topology.host_count();
+    let control_nodes = match file.cluster.as_ref().and_then(|c| c.get_ref().control_nodes.as_ref()) {
+        // Two control nodes on the last two hosts, as in a small OpenContrail deployment.
+        None => (hosts.saturating_sub(2)..hosts).rev().collect(),
+        Some(names) => {
+            let mut nodes = Vec::new();
+            for name in names {
+                match topology.node_by_name(name.get_ref()).filter(|n| topology.kind(*n) == NodeKind::Host) {
+                    Some(node) => nodes.push(node.0),
+                    None => report.spanned(
+                        name,
+                        format!("control node `{}` is not a host of this fabric", name.get_ref()),
+                    ),
+                }
+            }
+            if nodes.is_empty() {
+                report.at(None, "[cluster] control_nodes: at least one host".into());
+                return None;
+            }
+            nodes
+        }
+    };
     let section = file.overlay.as_ref().map(|o| o.get_ref());
     let encapsulation = match section.and_then(|o| o.encapsulation) {
         None | Some(EncapsulationName::MplsOverUdp) => Encapsulation::MplsOverUdp,
@@ -1129,6 +1154,7 @@ fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporte
             .as_ref()
             .and_then(|c| c.get_ref().propagation_jitter)
             .map_or(SimDuration::from_millis(10), |d| d.0),
+        control_nodes,
     })))
 }
 

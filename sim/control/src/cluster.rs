@@ -66,7 +66,7 @@ impl fmt::Display for ClusterError {
 impl std::error::Error for ClusterError {}
 
 /// Index of a pod in [`Cluster::pods`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PodId(pub u32);
 
 /// A running pod.

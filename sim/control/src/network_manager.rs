@@ -29,7 +29,7 @@ use crate::labels::{Collection, USES_LABEL, service_is_named};
 pub const FIRST_LABEL: u32 = 16;
 
 /// A virtual network.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VirtualNetwork {
     /// Its id, also its VXLAN VNI.
     pub id: VnId,
@@ -40,7 +40,7 @@ pub struct VirtualNetwork {
 }
 
 /// Where a route leads: the host and the label (or VNI) that reach the destination there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct RouteTarget {
     /// The destination host's underlay address.
     pub host: Ipv4Addr,
@@ -51,7 +51,7 @@ pub struct RouteTarget {
 }
 
 /// What the control plane tells one host's vrouter agent.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AgentMessage {
     /// A network whose VRF the host needs.
     Network(VirtualNetwork),

@@ -12,11 +12,11 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 /// A virtual network's identity, as routes and ACL rules name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct VnId(pub u32);
 
 /// What an ACL decides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Verdict {
     /// Let the flow through.
     Allow,
@@ -25,7 +25,7 @@ pub enum Verdict {
 }
 
 /// How a rule matches one end of a flow.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Match {
     /// Anything.
     Any,
@@ -53,7 +53,7 @@ impl Match {
 }
 
 /// One rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AclRule {
     /// The flow's source.
     pub src: Match,
@@ -75,7 +75,7 @@ impl AclRule {
 }
 
 /// An ordered list of rules and what happens when none matches.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Acl {
     /// The rules, in order.
     pub rules: Vec<AclRule>,
