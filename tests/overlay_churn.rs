@@ -86,3 +86,14 @@ fn control_datagrams_lost_in_the_fabric_are_retransmitted() {
     assert!(control.convergence_ns_max > 40_000_000, "{control:?}");
     assert!(control.convergence_ns_max < 100_000_000, "{control:?}");
 }
+
+#[test]
+fn updates_to_a_dead_host_are_abandoned_when_the_run_ends() {
+    // host-0 runs redis-master... and never comes back: its updates are never acknowledged.
+    let scenario = with_events("\n[[event]]\nat = \"100ms\"\naction = \"fail\"\nhost = \"host-0\"\n");
+    let report = runner::run(&scenario, RunOptions::default(), &mut |_| {});
+    let control = report.control.expect("overlay runs report the control channel");
+    assert!(control.applied < control.updates, "{control:?}");
+    // The run ended: retransmissions are bounded by the run's duration (every 5 ms at most).
+    assert!(report.sim_time < netsim_core::SimTime(1_010_000_000), "ran until {}", report.sim_time);
+}

@@ -791,7 +791,9 @@ impl Simulation<'_> {
     fn send_update(&mut self, id: u32) {
         let overlay = self.overlay.as_mut().expect("updates exist only with an overlay");
         let update = &mut overlay.updates[id as usize];
-        if update.acked {
+        // Nothing new starts after the run's duration: an update still unacknowledged then (its
+        // host is down, say) is abandoned, and the drain phase ends.
+        if update.acked || self.now >= self.end {
             return;
         }
         let nodes = overlay.control_nodes.len();
