@@ -97,3 +97,25 @@ fn updates_to_a_dead_host_are_abandoned_when_the_run_ends() {
     // The run ended: retransmissions are bounded by the run's duration (every 5 ms at most).
     assert!(report.sim_time < netsim_core::SimTime(1_010_000_000), "ran until {}", report.sim_time);
 }
+
+#[test]
+fn draining_a_host_and_restarting_a_pod_converge() {
+    // host-37 runs bps-0; redis-master is a bare pod behind the redismaster service.
+    let scenario = with_events(
+        "\n[[event]]\nat = \"400ms\"\naction = \"drain\"\nhost = \"host-37\"\n\
+         [[event]]\nat = \"700ms\"\naction = \"restart\"\npod = \"default/redis-master\"\n",
+    );
+    let report = runner::run(&scenario, RunOptions::default(), &mut |_| {});
+    // Losses stay inside the change windows, replies always come from the ClusterIPs, every
+    // update reaches its host.
+    assert_eq!(report.drops_outside_windows, 0, "{:?}", report.drop_examples);
+    for replies in report.replies.iter().flatten() {
+        assert_eq!(replies.misaddressed, 0);
+    }
+    let control = report.control.expect("overlay runs report the control channel");
+    assert_eq!(control.applied, control.updates);
+    // The restarted redis master moved: frontends lost requests while they learnt its new
+    // address, then were served again.
+    let redis = &report.per_traffic.iter().find(|(name, _)| name == "frontend-to-redis").unwrap().1;
+    assert!(redis.dropped_total() > 0 && redis.delivered > redis.sent * 9 / 10, "{redis:?}");
+}

@@ -737,9 +737,17 @@ impl Simulation<'_> {
                 overlay.cluster.scale(namespace, name, *replicas).map(|_| ())
             }
             Change::DeletePod { namespace, name } => match overlay.cluster.pod_by_name(namespace, name) {
-                Some(id) => overlay.cluster.delete_pod(id),
+                // As in Kubernetes, a workload's controller replaces a deleted pod.
+                Some(id) => {
+                    overlay.cluster.delete_pod(id).and_then(|()| overlay.cluster.reconcile().map(|_| ()))
+                }
                 None => Err(format!("pod {namespace}/{name} no longer exists")),
             },
+            Change::RestartPod { namespace, name } => match overlay.cluster.pod_by_name(namespace, name) {
+                Some(id) => overlay.cluster.restart_pod(id).map(|_| ()),
+                None => Err(format!("pod {namespace}/{name} no longer exists")),
+            },
+            Change::Drain { host, .. } => overlay.cluster.drain(*host).map(|_| ()),
         };
         if result.is_err() {
             // A change that no longer applies (the pod went earlier) changes nothing.

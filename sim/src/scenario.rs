@@ -276,8 +276,13 @@ pub enum Action {
     Recover,
     /// A workload is scaled to `replicas` (overlay).
     Scale,
-    /// A pod is deleted (overlay).
+    /// A pod is deleted (overlay); a workload's controller replaces it.
     Delete,
+    /// A pod is restarted (overlay): replaced, rescheduled and readdressed.
+    Restart,
+    /// A host is drained (overlay): cordoned, its pods deleted, workloads' pods recreated
+    /// elsewhere.
+    Drain,
 }
 
 #[derive(Deserialize)]
@@ -465,11 +470,25 @@ pub enum Change {
         /// The new replica count.
         replicas: u32,
     },
-    /// Delete a pod.
+    /// Delete a pod (a workload's controller replaces it).
     DeletePod {
         /// Its namespace.
         namespace: String,
         /// Its name.
+        name: String,
+    },
+    /// Restart a pod.
+    RestartPod {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// Drain a host.
+    Drain {
+        /// The host's index.
+        host: u32,
+        /// Its name, for reports.
         name: String,
     },
 }
@@ -577,6 +596,8 @@ impl Scenario {
                         format!("scale {namespace}/{name} to {replicas}")
                     }
                     Change::DeletePod { namespace, name } => format!("delete {namespace}/{name}"),
+                    Change::RestartPod { namespace, name } => format!("restart {namespace}/{name}"),
+                    Change::Drain { name, .. } => format!("drain {name}"),
                 };
                 windows.push(FailureWindow {
                     target,
@@ -670,8 +691,9 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
             );
         }
     }
-    let (churn_sections, fault_sections): (Vec<_>, Vec<_>) =
-        file.events.iter().partition(|s| matches!(s.get_ref().action, Action::Scale | Action::Delete));
+    let (churn_sections, fault_sections): (Vec<_>, Vec<_>) = file.events.iter().partition(|s| {
+        matches!(s.get_ref().action, Action::Scale | Action::Delete | Action::Restart | Action::Drain)
+    });
     let mut churn: Vec<ChurnSpec> =
         churn_sections.iter().filter_map(|section| churn_spec(section, cluster, end, report)).collect();
     churn.sort_by_key(|c| c.at);
@@ -1192,8 +1214,9 @@ fn churn_spec(
             None => ("default".to_string(), name.to_string()),
         }
     };
-    let change = match (event.action, &event.workload, &event.pod, event.replicas) {
-        (Action::Scale, Some(workload), None, Some(replicas)) => {
+    let fabric_target = event.link.is_some() || event.switch.is_some();
+    let change = match (event.action, &event.workload, &event.pod, event.replicas, &event.host) {
+        (Action::Scale, Some(workload), None, Some(replicas), None) if !fabric_target => {
             let (namespace, name) = split(workload.get_ref());
             // Probe the name on a copy: scaling a clone checks the workload exists.
             if let Err(message) = cluster.clone().scale(&namespace, &name, replicas) {
@@ -1202,13 +1225,29 @@ fn churn_spec(
             }
             Change::Scale { namespace, name, replicas }
         }
-        (Action::Delete, None, Some(pod), None) => {
+        (Action::Delete | Action::Restart, None, Some(pod), None, None) if !fabric_target => {
             let (namespace, name) = split(pod.get_ref());
             if cluster.pod_by_name(&namespace, &name).is_none() {
                 report.spanned(pod, format!("no pod `{namespace}/{name}` in the manifests"));
                 return None;
             }
-            Change::DeletePod { namespace, name }
+            if event.action == Action::Delete {
+                Change::DeletePod { namespace, name }
+            } else {
+                Change::RestartPod { namespace, name }
+            }
+        }
+        (Action::Drain, None, None, None, Some(host)) if !fabric_target => {
+            let name = host.get_ref().clone();
+            let Some(index) = name
+                .strip_prefix("host-")
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|&h| h < cluster.config().hosts)
+            else {
+                report.spanned(host, format!("host `{name}` does not exist in this fabric"));
+                return None;
+            };
+            Change::Drain { host: index, name }
         }
         (Action::Scale, ..) => {
             report.spanned(
@@ -1217,15 +1256,16 @@ fn churn_spec(
             );
             return None;
         }
+        (Action::Drain, ..) => {
+            report.spanned(section, "a `drain` event names the `host` (and nothing else)".into());
+            return None;
+        }
         _ => {
-            report.spanned(section, "a `delete` event names the `pod` (and nothing else)".into());
+            report
+                .spanned(section, "a `delete` or `restart` event names the `pod` (and nothing else)".into());
             return None;
         }
     };
-    if event.link.is_some() || event.switch.is_some() || event.host.is_some() {
-        report.spanned(section, "pod and workload events name no `link`, `switch` or `host`".into());
-        return None;
-    }
     Some(ChurnSpec { at, change })
 }
 

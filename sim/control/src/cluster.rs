@@ -288,6 +288,56 @@ impl Cluster {
         Ok(())
     }
 
+    /// Restarts a pod: a workload's pod is deleted and its controller creates a replacement
+    /// (a new name, host and address); a bare pod comes back under its own name, rescheduled and
+    /// readdressed. Returns the new pod.
+    pub fn restart_pod(&mut self, id: PodId) -> Result<PodId, String> {
+        let state = self.pods.get(id.0 as usize).ok_or("no such pod")?.clone();
+        self.delete_pod(id)?;
+        if state.pod.owner.is_some() {
+            let created = self.reconcile()?;
+            return created
+                .first()
+                .copied()
+                .ok_or_else(|| "the controller created no replacement".to_string());
+        }
+        let pod = Pod { node: None, ip: None, ..state.pod };
+        let created = self.insert_pod(pod)?;
+        self.refresh_endpoints();
+        Ok(created)
+    }
+
+    /// Drains a host (as `kubectl drain`): cordons it, deletes its pods, and lets the workloads'
+    /// controllers recreate theirs elsewhere; bare pods are gone. Returns the pods deleted.
+    pub fn drain(&mut self, host: u32) -> Result<Vec<PodId>, String> {
+        if host >= self.config.hosts {
+            return Err(format!("host-{host} is not a host of this cluster"));
+        }
+        self.scheduler.cordon(host);
+        let victims: Vec<PodId> = (0..self.pods.len() as u32)
+            .map(PodId)
+            .filter(|&id| !self.pods[id.0 as usize].deleted && self.pods[id.0 as usize].host == host)
+            .collect();
+        for &id in &victims {
+            self.delete_pod(id)?;
+        }
+        self.reconcile()?;
+        Ok(victims)
+    }
+
+    /// Brings every workload back to its replica count, as its controller does; returns the
+    /// pods created.
+    pub fn reconcile(&mut self) -> Result<Vec<PodId>, String> {
+        let mut created = Vec::new();
+        for index in 0..self.workloads.len() {
+            let (workload, _) = &self.workloads[index];
+            let (namespace, name, replicas) =
+                (workload.namespace.clone(), workload.name.clone(), workload.replicas);
+            created.extend(self.scale(&namespace, &name, replicas)?.0);
+        }
+        Ok(created)
+    }
+
     /// Scales a workload to `replicas`: new pods get the next indices; scaling down deletes the
     /// highest-indexed pods first. Returns the pods created and deleted.
     pub fn scale(
@@ -301,6 +351,7 @@ impl Cluster {
             .iter()
             .position(|(w, _)| w.namespace == namespace && w.name == name)
             .ok_or_else(|| format!("no Deployment or ReplicationController `{namespace}/{name}`"))?;
+        self.workloads[index].0.replicas = replicas;
         let owner = format!("{}/{}", self.workloads[index].0.kind, name);
         let mut live: Vec<PodId> = (0..self.pods.len() as u32)
             .map(PodId)

@@ -29,8 +29,10 @@ pub struct Scheduler {
     pods_max: u32,
     load: Vec<u32>,
     rank: Vec<u32>,
-    /// (load, rank, host) of every host with room.
+    /// (load, rank, host) of every schedulable host with room.
     candidates: BTreeSet<(u32, u32, u32)>,
+    /// Hosts no new pod goes to.
+    cordoned: BTreeSet<u32>,
 }
 
 impl Scheduler {
@@ -47,7 +49,14 @@ impl Scheduler {
         } else {
             (0..hosts).map(|h| (0, rank[h as usize], h)).collect()
         };
-        Scheduler { pods_max, load: vec![0; hosts as usize], rank, candidates }
+        Scheduler { pods_max, load: vec![0; hosts as usize], rank, candidates, cordoned: BTreeSet::new() }
+    }
+
+    /// Marks `host` unschedulable (as `kubectl cordon`): no new pod goes there.
+    pub fn cordon(&mut self, host: u32) {
+        self.cordoned.insert(host);
+        let load = self.load[host as usize];
+        self.candidates.remove(&(load, self.rank[host as usize], host));
     }
 
     /// Places a pod: returns its host.
@@ -73,7 +82,9 @@ impl Scheduler {
         let rank = self.rank[host as usize];
         self.candidates.remove(&(load, rank, host));
         self.load[host as usize] = load - 1;
-        self.candidates.insert((load - 1, rank, host));
+        if !self.cordoned.contains(&host) {
+            self.candidates.insert((load - 1, rank, host));
+        }
     }
 
     /// Pods on `host`.
@@ -86,7 +97,7 @@ impl Scheduler {
         let rank = self.rank[host as usize];
         self.candidates.remove(&(load, rank, host));
         self.load[host as usize] = load + 1;
-        if load + 1 < self.pods_max {
+        if load + 1 < self.pods_max && !self.cordoned.contains(&host) {
             self.candidates.insert((load + 1, rank, host));
         }
     }
@@ -127,6 +138,15 @@ mod tests {
         assert_eq!(scheduler.pin(5), Err(ScheduleError::HostFull { host: 5, limit: 2 }));
         scheduler.remove(5);
         assert_eq!(scheduler.place(), Ok(5));
+    }
+
+    #[test]
+    fn cordoned_hosts_get_no_new_pods() {
+        let mut scheduler = Scheduler::new(3, 10);
+        scheduler.cordon(1);
+        let placed: Vec<u32> = (0..6).map(|_| scheduler.place().unwrap()).collect();
+        assert!(!placed.contains(&1), "{placed:?}");
+        assert_eq!(scheduler.load(0) + scheduler.load(2), 6);
     }
 
     #[test]
