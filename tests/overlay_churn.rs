@@ -119,3 +119,23 @@ fn draining_a_host_and_restarting_a_pod_converge() {
     let redis = &report.per_traffic.iter().find(|(name, _)| name == "frontend-to-redis").unwrap().1;
     assert!(redis.dropped_total() > 0 && redis.delivered > redis.sent * 9 / 10, "{redis:?}");
 }
+
+#[test]
+fn frontends_restarting_at_a_rate() {
+    let scenario = with_events(
+        "\n[[churn]]\naction = \"restart\"\npods = \"pods:name=frontend\"\nrate = \"10/s\"\nstart = \"100ms\"\nstop = \"900ms\"\n",
+    );
+    let report = runner::run(&scenario, RunOptions::default(), &mut |_| {});
+    let restarts = report.windows.iter().filter(|w| w.target.starts_with("restart")).count();
+    // A Poisson process of mean 8 events over 800 ms.
+    assert!((2..=16).contains(&restarts), "{restarts} restarts");
+    assert_eq!(report.drops_outside_windows, 0, "{:?}", report.drop_examples);
+    for replies in report.replies.iter().flatten() {
+        assert_eq!(replies.misaddressed, 0);
+    }
+    let control = report.control.expect("overlay runs report the control channel");
+    assert_eq!(control.applied, control.updates);
+    // Same seed, same restarts.
+    let again = runner::run(&scenario, RunOptions::default(), &mut |_| {});
+    assert_eq!(again.trace_hash, report.trace_hash);
+}

@@ -157,6 +157,7 @@ pub fn reach(objects: Objects, manifests: &[PathBuf], isolation: Isolation) -> R
         traffic,
         events: Vec::new(),
         churn: Vec::new(),
+        churn_rates: Vec::new(),
         checks: Vec::new(),
         captures: Vec::new(),
     };

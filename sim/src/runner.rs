@@ -25,8 +25,8 @@ use crate::agent::Agent;
 use crate::control_channel::{self, ControlPacket};
 use crate::engine::{EventQueue, RngStreams, TraceHash};
 use crate::scenario::{
-    Change, Dataplane, Endpoints, FailureWindow, FaultAction, OverlaySpec, Pattern, PodTarget, Scenario,
-    TrafficSpec,
+    Change, ChurnRate, Dataplane, Endpoints, FailureWindow, FaultAction, OverlaySpec, Pattern, PodTarget,
+    Scenario, TrafficSpec,
 };
 use crate::traffic::{Flow, FlowAddresses, Probe, REPLY_BIT, TcpFlags, build_frame, unit_interval};
 use netsim_control::cluster::{Cluster, PodId};
@@ -225,6 +225,7 @@ enum Event {
     FabricTimer,
     VrouterTimer(u32),
     Churn(u32),
+    ChurnRate(u32),
     ControlSend(u32),
 }
 
@@ -237,6 +238,7 @@ mod kind {
     pub const VROUTER_TIMER: u64 = 5;
     pub const CHURN: u64 = 6;
     pub const CONTROL_UPDATE: u64 = 7;
+    pub const CHURN_RATE: u64 = 8;
 }
 
 /// One update on the control channel.
@@ -337,6 +339,14 @@ struct Simulation<'a> {
     drops_by_layer: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
     captures: Vec<(Tap, Capture)>,
     overlay_state: Option<(usize, usize)>,
+    churn_streams: Vec<ChaCha8Rng>,
+}
+
+/// The gap to a churn process's next event: exponential with its mean.
+fn churn_gap(churn: &ChurnRate, stream: &mut ChaCha8Rng) -> SimDuration {
+    // Validated positive.
+    let mean = churn.rate.interval_ns().expect("a positive churn rate") as f64;
+    SimDuration::from_nanos(libm::round(-libm::log(unit_interval(stream.next_u64())) * mean) as u64)
 }
 
 /// Runs `scenario` to completion. `progress` is called now and then with the simulated time
@@ -375,6 +385,7 @@ pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(Si
         drops_by_layer: BTreeMap::new(),
         captures: Vec::new(),
         overlay_state: None,
+        churn_streams: Vec::new(),
     };
     for name in &simulation.options.captures.clone() {
         // The caller validated the names.
@@ -395,6 +406,14 @@ pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(Si
     }
     for (index, churn) in scenario.churn.iter().enumerate() {
         simulation.queue.push(churn.at, Event::Churn(index as u32));
+    }
+    for (index, churn) in scenario.churn_rates.iter().enumerate() {
+        let mut stream = streams.stream(&format!("churn/{index}"));
+        let first = churn.start + churn_gap(churn, &mut stream);
+        simulation.churn_streams.push(stream);
+        if first < churn.stop {
+            simulation.queue.push(first, Event::ChurnRate(index as u32));
+        }
     }
     let stopped = simulation.run_loop(progress);
     simulation.report(stopped)
@@ -548,7 +567,12 @@ impl Simulation<'_> {
                 }
                 Event::Churn(index) => {
                     self.trace.record(time, kind::CHURN, &[u64::from(index)]);
-                    self.apply_churn(index as usize);
+                    let change = self.scenario.churn[index as usize].change.clone();
+                    self.apply_change(&change);
+                }
+                Event::ChurnRate(index) => {
+                    self.trace.record(time, kind::CHURN_RATE, &[u64::from(index)]);
+                    self.churn_at_rate(index as usize);
                 }
                 Event::ControlSend(update) => {
                     self.trace.record(time, kind::CONTROL_UPDATE, &[u64::from(update)]);
@@ -729,10 +753,41 @@ impl Simulation<'_> {
     /// Applies a change to the cluster: the network manager re-plans, and each host whose
     /// programming changes is sent the difference, arriving after the propagation delay (plus a
     /// per-host jitter: hosts learn at different times, so transient states exist).
-    fn apply_churn(&mut self, index: usize) {
+    /// Picks a live pod of a `[[churn]]` process at random, restarts or deletes it (opening a
+    /// loss window, as a scheduled change does), and schedules the process's next event.
+    fn churn_at_rate(&mut self, index: usize) {
+        let churn = &self.scenario.churn_rates[index];
+        let stream = &mut self.churn_streams[index];
+        let next = self.now + churn_gap(churn, stream);
+        let overlay = self.overlay.as_ref().expect("churn is validated to need an overlay");
+        let candidates = crate::scenario::select_pods(&overlay.cluster, &churn.pods).unwrap_or_default();
+        if !candidates.is_empty() {
+            let pod = overlay.cluster.pod(candidates[(stream.next_u64() % candidates.len() as u64) as usize]);
+            let (namespace, name) = (pod.pod.namespace.clone(), pod.pod.name.clone());
+            let change = if churn.restart {
+                Change::RestartPod { namespace: namespace.clone(), name: name.clone() }
+            } else {
+                Change::DeletePod { namespace: namespace.clone(), name: name.clone() }
+            };
+            let Dataplane::Overlay(spec) = &self.scenario.dataplane else { unreachable!("an overlay") };
+            let settle = spec.propagation_delay.as_nanos() + spec.propagation_jitter.as_nanos() + 1_000_000;
+            let verb = if churn.restart { "restart" } else { "delete" };
+            self.windows.push(FailureWindow {
+                target: format!("{verb} {namespace}/{name}"),
+                from_ns: self.now.as_nanos(),
+                until_ns: Some(self.now.as_nanos() + settle),
+            });
+            self.apply_change(&change);
+        }
+        if next < churn.stop {
+            self.queue.push(next, Event::ChurnRate(index as u32));
+        }
+    }
+
+    fn apply_change(&mut self, change: &Change) {
         let Dataplane::Overlay(spec) = &self.scenario.dataplane else { return };
         let overlay = self.overlay.as_mut().expect("churn is validated to need an overlay");
-        let result = match &self.scenario.churn[index].change {
+        let result = match change {
             Change::Scale { namespace, name, replicas } => {
                 overlay.cluster.scale(namespace, name, *replicas).map(|_| ())
             }

@@ -111,6 +111,20 @@ struct ScenarioFile {
     checks: Vec<Spanned<CheckSection>>,
     #[serde(default)]
     captures: Vec<Spanned<String>>,
+    #[serde(default, rename = "churn")]
+    churn_rates: Vec<Spanned<ChurnRateSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChurnRateSection {
+    action: Action,
+    pods: Spanned<String>,
+    rate: Spanned<PacketRate>,
+    #[serde(default)]
+    start: Option<Duration>,
+    #[serde(default)]
+    stop: Option<Duration>,
 }
 
 fn default_seed() -> u64 {
@@ -331,6 +345,8 @@ pub struct Scenario {
     pub events: Vec<FaultSpec>,
     /// Scheduled changes of the cluster (churn), sorted by time.
     pub churn: Vec<ChurnSpec>,
+    /// Changes of the cluster at a rate (`[[churn]]`).
+    pub churn_rates: Vec<ChurnRate>,
     /// Checks judged after the run.
     pub checks: Vec<CheckSpec>,
     /// Fabric ports captured to pcap files (`host-7:uplink0`).
@@ -456,6 +472,21 @@ pub struct ChurnSpec {
     pub at: SimTime,
     /// What changes.
     pub change: Change,
+}
+
+/// Pods deleted or restarted at random, at a mean rate (a Poisson process).
+#[derive(Clone, Debug)]
+pub struct ChurnRate {
+    /// Restart (replace) or delete the chosen pods.
+    pub restart: bool,
+    /// Which pods may be chosen: `pods:[NAMESPACE/]KEY=VALUE[,...]`, matched when the event fires.
+    pub pods: String,
+    /// Mean events per second.
+    pub rate: PacketRate,
+    /// When the process starts.
+    pub start: SimTime,
+    /// When it stops.
+    pub stop: SimTime,
 }
 
 /// A change of the cluster.
@@ -680,6 +711,39 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
             report.spanned(section, format!("traffic name `{}` is used twice", spec.name));
         }
     }
+    let mut churn_rates = Vec::new();
+    for section in &file.churn_rates {
+        let churn = section.get_ref();
+        let Some(cluster) = cluster else {
+            report.spanned(section, "[[churn]] needs `dataplane = \"overlay\"` and `manifests`".into());
+            continue;
+        };
+        let restart = match churn.action {
+            Action::Restart => true,
+            Action::Delete => false,
+            _ => {
+                report.spanned(section, "[[churn]] `action` is \"restart\" or \"delete\"".into());
+                continue;
+            }
+        };
+        match select_pods(cluster, churn.pods.get_ref()) {
+            Ok(pods) if !pods.is_empty() => {}
+            Ok(_) => report.spanned(&churn.pods, format!("`{}` selects no pod", churn.pods.get_ref())),
+            Err(message) => report.spanned(&churn.pods, message),
+        }
+        if churn.rate.get_ref().interval_ns().is_none() {
+            report.spanned(&churn.rate, "[[churn]] `rate` must be positive".into());
+        }
+        let start = SimTime::ZERO + churn.start.map_or(SimDuration::ZERO, |d| d.0);
+        let stop = churn.stop.map_or(end, |d| SimTime::ZERO + d.0).min(end);
+        churn_rates.push(ChurnRate {
+            restart,
+            pods: churn.pods.get_ref().clone(),
+            rate: *churn.rate.get_ref(),
+            start,
+            stop,
+        });
+    }
     let mut captures = Vec::new();
     for capture in &file.captures {
         if topology.port_by_name(capture.get_ref()).is_some() {
@@ -721,6 +785,7 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
         traffic,
         events,
         churn,
+        churn_rates,
         checks,
         captures,
     })
@@ -946,7 +1011,7 @@ fn selector_items(selector: &Spanned<HostSelector>) -> Vec<&str> {
 }
 
 /// Pods matching `pods:[NAMESPACE/]KEY=VALUE[,KEY=VALUE...]`.
-fn select_pods(cluster: &Cluster, selector: &str) -> Result<Vec<PodId>, String> {
+pub(crate) fn select_pods(cluster: &Cluster, selector: &str) -> Result<Vec<PodId>, String> {
     let body = selector.strip_prefix("pods:").unwrap_or(selector);
     let (namespace, terms) = match body.split_once('/') {
         Some((namespace, terms)) => (Some(namespace), terms),
