@@ -14,9 +14,10 @@
 //!   host's vrouter programming, in the seeds' label model or under NetworkPolicy, compiled into
 //!   per-pod ACLs by [`overlay_policy`].
 //!
-//! Still to come (the control-plane issue): control nodes carrying the programming as messages
-//! over the fabric, the Calico side (IPAM blocks, BGP, felix's
-//! policy compilation), and churn.
+//! The control nodes that carry the network manager's updates to the agents over the fabric, and
+//! churn, live in the simulator (`netsim::control_channel`, `netsim::runner`), which owns time.
+//! Still to come (the control-plane issue): the Calico side (BGP configuration, felix's policy
+//! compilation; IPAM blocks exist).
 //!
 //! **Architecture invariant:** nothing here reads a clock, a file or the network. Manifests
 //! arrive as text; the simulator reads the files.
