@@ -139,3 +139,25 @@ fn frontends_restarting_at_a_rate() {
     let again = runner::run(&scenario, RunOptions::default(), &mut |_| {});
     assert_eq!(again.trace_hash, report.trace_hash);
 }
+
+#[test]
+fn a_policy_applied_during_the_run_takes_effect_once_programmed() {
+    let path = netsim_tests::root().join("scenarios/petstore-churn.toml");
+    let text = std::fs::read_to_string(&path)
+        .expect("scenario")
+        .replace("isolation = \"uses-labels\"", "isolation = \"network-policy\"")
+        + "\n[[event]]\nat = \"400ms\"\naction = \"apply\"\nmanifest = \"k8s/redis-only-from-slaves.yaml\"\n";
+    let scenario = netsim::scenario::Scenario::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    let report =
+        runner::run(&scenario, RunOptions { record_fates: true, ..RunOptions::default() }, &mut |_| {});
+    let redis = &report.per_traffic.iter().find(|(name, _)| name == "frontend-to-redis").unwrap().1;
+    let slaves = &report.per_traffic.iter().find(|(name, _)| name == "slaves-to-master").unwrap().1;
+    // Open by default: until 400 ms the frontends reach redis through its ClusterIP. From then
+    // on (once redis-master's host has its ACL) their requests are dropped by policy; the
+    // slaves are still served.
+    assert!(redis.delivered > redis.sent / 3, "{redis:?}");
+    assert!(redis.dropped.get("policy").copied().unwrap_or(0) > redis.sent / 3, "{redis:?}");
+    assert_eq!(slaves.delivered, slaves.sent, "{slaves:?}");
+    let control = report.control.expect("overlay runs report the control channel");
+    assert_eq!(control.applied, control.updates);
+}

@@ -803,6 +803,10 @@ impl Simulation<'_> {
                 None => Err(format!("pod {namespace}/{name} no longer exists")),
             },
             Change::Drain { host, .. } => overlay.cluster.drain(*host).map(|_| ()),
+            Change::Apply { objects, .. } => overlay
+                .cluster
+                .apply((**objects).clone())
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")),
         };
         if result.is_err() {
             // A change that no longer applies (the pod went earlier) changes nothing.

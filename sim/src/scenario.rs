@@ -278,6 +278,7 @@ struct EventSection {
     pod: Option<Spanned<String>>,
     workload: Option<Spanned<String>>,
     replicas: Option<u32>,
+    manifest: Option<Spanned<String>>,
 }
 
 /// What a scheduled event does to its element.
@@ -297,6 +298,8 @@ pub enum Action {
     /// A host is drained (overlay): cordoned, its pods deleted, workloads' pods recreated
     /// elsewhere.
     Drain,
+    /// More Kubernetes objects are applied (overlay): new pods, services or policies.
+    Apply,
 }
 
 #[derive(Deserialize)]
@@ -522,6 +525,13 @@ pub enum Change {
         /// Its name, for reports.
         name: String,
     },
+    /// Apply the objects of a manifest file (as `kubectl apply` of new objects).
+    Apply {
+        /// The file, for reports.
+        file: String,
+        /// Its objects.
+        objects: Box<Objects>,
+    },
 }
 
 /// A check to judge after the run.
@@ -629,6 +639,7 @@ impl Scenario {
                     Change::DeletePod { namespace, name } => format!("delete {namespace}/{name}"),
                     Change::RestartPod { namespace, name } => format!("restart {namespace}/{name}"),
                     Change::Drain { name, .. } => format!("drain {name}"),
+                    Change::Apply { file, .. } => format!("apply {file}"),
                 };
                 windows.push(FailureWindow {
                     target,
@@ -756,7 +767,10 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
         }
     }
     let (churn_sections, fault_sections): (Vec<_>, Vec<_>) = file.events.iter().partition(|s| {
-        matches!(s.get_ref().action, Action::Scale | Action::Delete | Action::Restart | Action::Drain)
+        matches!(
+            s.get_ref().action,
+            Action::Scale | Action::Delete | Action::Restart | Action::Drain | Action::Apply
+        )
     });
     let mut churn: Vec<ChurnSpec> =
         churn_sections.iter().filter_map(|section| churn_spec(section, cluster, end, report)).collect();
@@ -1280,6 +1294,42 @@ fn churn_spec(
         }
     };
     let fabric_target = event.link.is_some() || event.switch.is_some();
+    if event.action == Action::Apply {
+        let (Some(manifest), None, None, None, None, false) =
+            (&event.manifest, &event.workload, &event.pod, event.replicas, &event.host, fabric_target)
+        else {
+            report.spanned(section, "an `apply` event names the `manifest` (and nothing else)".into());
+            return None;
+        };
+        let path = report.path.parent().map(Path::to_path_buf).unwrap_or_default().join(manifest.get_ref());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                report.spanned(manifest, format!("cannot read manifest {}: {error}", path.display()));
+                return None;
+            }
+        };
+        let objects = match manifest::parse(&path.display().to_string(), &text) {
+            Ok((objects, _)) => objects,
+            Err(errors) => {
+                for error in errors {
+                    report.spanned(manifest, error.to_string());
+                }
+                return None;
+            }
+        };
+        // Probe on a copy: the objects must fit the cluster as the manifests leave it.
+        if let Err(errors) = cluster.clone().apply(objects.clone()) {
+            for error in errors {
+                report.spanned(manifest, error.to_string());
+            }
+            return None;
+        }
+        return Some(ChurnSpec {
+            at,
+            change: Change::Apply { file: manifest.get_ref().clone(), objects: Box::new(objects) },
+        });
+    }
     let change = match (event.action, &event.workload, &event.pod, event.replicas, &event.host) {
         (Action::Scale, Some(workload), None, Some(replicas), None) if !fabric_target => {
             let (namespace, name) = split(workload.get_ref());

@@ -225,9 +225,13 @@ impl NetworkManager {
                 let value = cluster.pod(pods[0]).pod.template.labels.get(USES_LABEL);
                 let used = services
                     .iter()
-                    .filter(|s| {
-                        s.service.namespace == collection.namespace
-                            && value.is_some_and(|v| service_is_named(s, v))
+                    .filter(|s| match isolation {
+                        // Under NetworkPolicy every pod may reach every service; policies decide.
+                        Isolation::NetworkPolicy => true,
+                        Isolation::UsesLabels => {
+                            s.service.namespace == collection.namespace
+                                && value.is_some_and(|v| service_is_named(s, v))
+                        }
                     })
                     .copied()
                     .collect();
