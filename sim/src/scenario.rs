@@ -1401,10 +1401,11 @@ fn fault_spec(
         report.spanned(section, "an event names exactly one of `link`, `switch` or `host`".into());
         return None;
     };
-    if event.pod.is_some() || event.workload.is_some() || event.replicas.is_some() {
+    if event.pod.is_some() || event.workload.is_some() || event.replicas.is_some() || event.manifest.is_some()
+    {
         report.spanned(
             section,
-            "`fail` and `recover` name a `link`, `switch` or `host`, not pods or workloads".into(),
+            "`fail` and `recover` name a `link`, `switch` or `host`, not pods, workloads or manifests".into(),
         );
         return None;
     }

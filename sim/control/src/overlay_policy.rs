@@ -179,7 +179,9 @@ fn selected_by(cluster: &Cluster, policy_namespace: &str, peer: &Peer) -> Vec<Po
                 .iter()
                 .enumerate()
                 .filter(|(_, state)| {
-                    cidr.contains(&state.ip) && !except.iter().any(|e| e.contains(&state.ip))
+                    !state.deleted
+                        && cidr.contains(&state.ip)
+                        && !except.iter().any(|e| e.contains(&state.ip))
                 })
                 .map(|(index, _)| PodId(index as u32))
                 .collect();

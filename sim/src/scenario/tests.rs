@@ -279,3 +279,13 @@ fn churn_events_name_existing_pods_and_workloads() {
         "DIR/scenario.toml:4:1: error: pod and workload events need `dataplane = \"overlay\"` and `manifests`"
     );
 }
+
+#[test]
+fn fault_events_take_no_cluster_fields() {
+    let text =
+        format!("{HEADER}[[event]]\nat = \"1ms\"\naction = \"fail\"\nhost = \"host-1\"\npod = \"a\"\n");
+    check(
+        &text,
+        "t.toml:4:1: error: `fail` and `recover` name a `link`, `switch` or `host`, not pods, workloads or manifests",
+    );
+}
