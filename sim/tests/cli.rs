@@ -153,3 +153,46 @@ fn bad_arguments_exit_two() {
     assert_eq!(netsim(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(netsim(&["run", "x.toml", "--seed", "minus-one"]).status.code(), Some(2));
 }
+
+#[test]
+fn reach_prints_the_matrix_and_json_and_exits_by_conformance() {
+    let dir = scratch("reach");
+    let manifest = dir.join("pods.yaml");
+    let mut pods = String::new();
+    for pod in ["a", "b"] {
+        pods += &format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, labels: {{pod: {pod}}}}}\nspec: {{containers: [{{ports: [{{containerPort: 80}}]}}]}}\n"
+        );
+    }
+    std::fs::write(&manifest, &pods).expect("write manifest");
+    let deny = dir.join("deny.yaml");
+    std::fs::write(&deny, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n").expect("write policy");
+
+    let output = netsim(&["reach", manifest.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("TCP/80 (overlay, network-policy)"), "{stdout}");
+    assert!(stdout.contains("2 probes: 2 allowed, 0 denied; all agree with the reference"), "{stdout}");
+
+    let output = netsim(&[
+        "reach",
+        manifest.to_str().unwrap(),
+        "--json",
+        "--compare",
+        manifest.to_str().unwrap(),
+        deny.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let after = &json["after"]["probes"];
+    let denied: Vec<_> = after.as_array().unwrap().iter().filter(|p| p["result"] == "denied").collect();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(
+        (denied[0]["from"].as_str(), denied[0]["to"].as_str()),
+        (Some("default/b"), Some("default/a"))
+    );
+
+    let output = netsim(&["reach", dir.join("missing.yaml").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("missing.yaml: error: cannot read"));
+}
