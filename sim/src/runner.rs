@@ -28,12 +28,14 @@ use crate::scenario::{
     Change, ChurnRate, Dataplane, Endpoints, FailureWindow, FaultAction, OverlaySpec, Pattern, PodTarget,
     Scenario, TrafficSpec,
 };
-use crate::traffic::{Flow, FlowAddresses, Probe, REPLY_BIT, TcpFlags, build_frame, unit_interval};
+use crate::traffic::{Flow, FlowAddresses, Probe, REPLY_BIT, TcpFlags, build_frame_into, unit_interval};
 use netsim_control::cluster::{Cluster, PodId};
 use netsim_control::network_manager::{AgentMessage, NetworkManager, OverlayPlan};
 
 /// How many examples of unexplained drops a report keeps.
 const DROP_EXAMPLES_MAX: usize = 10;
+/// Most frame buffers kept for reuse.
+const POOL_BUFFERS_MAX: usize = 4096;
 /// How often (in events) the progress callback is called.
 const PROGRESS_EVERY: u64 = 1 << 16;
 
@@ -673,7 +675,7 @@ impl Simulation<'_> {
                     let traffic = flow.traffic as usize;
                     self.count_delivery(&probe, traffic);
                 }
-                self.pool.push(frame);
+                self.recycle(frame);
             }
             VrouterForward::Drop { reason, frame } => {
                 self.record_drop("vrouter", reason.as_str(), host, frame)
@@ -693,13 +695,13 @@ impl Simulation<'_> {
             return;
         }
         let Some(probe) = Probe::read(&frame) else {
-            self.pool.push(frame);
+            self.recycle(frame);
             return;
         };
         let is_reply = probe.flow & REPLY_BIT != 0;
         let flow_id = probe.flow & !REPLY_BIT;
         let Some(flow) = self.flows.get(flow_id as usize) else {
-            self.pool.push(frame);
+            self.recycle(frame);
             return;
         };
         let traffic = flow.traffic as usize;
@@ -712,16 +714,16 @@ impl Simulation<'_> {
                 replies.delivered += 1;
                 replies.misaddressed += u64::from(!from_target);
             }
-            self.pool.push(frame);
+            self.recycle(frame);
             return;
         }
         let Some(reply_size) = self.scenario.traffic[traffic].reply_size else {
-            self.pool.push(frame);
+            self.recycle(frame);
             return;
         };
         // The answering pod swaps the request's addresses and ports.
         let Some(tuple) = FiveTuple::from_ethernet(&frame) else {
-            self.pool.push(frame);
+            self.recycle(frame);
             return;
         };
         let overlay = self.overlay.as_ref().expect("pods exist only with an overlay");
@@ -736,8 +738,9 @@ impl Simulation<'_> {
             protocol: tuple.protocol,
         };
         let reply_probe = Probe { flow: flow_id | REPLY_BIT, seq: probe.seq, sent_at: self.now };
-        let reply = build_frame(&addresses, reply_size as usize, &reply_probe, false, TcpFlags::AckPsh);
-        self.pool.push(frame);
+        let mut reply = self.pool.pop().unwrap_or_default();
+        build_frame_into(&mut reply, &addresses, reply_size as usize, &reply_probe, false, TcpFlags::AckPsh);
+        self.recycle(frame);
         self.packets.sent += 1;
         self.per_traffic[traffic].sent += 1;
         if let Some(replies) = &mut self.replies[traffic] {
@@ -904,7 +907,7 @@ impl Simulation<'_> {
     fn receive_control(&mut self, host: NodeId, frame: Vec<u8>) {
         let packet = control_channel::parse(&frame);
         let source = FiveTuple::from_ethernet(&frame).map(|t| t.src);
-        self.pool.push(frame);
+        self.recycle(frame);
         let overlay = self.overlay.as_mut().expect("control traffic exists only with an overlay");
         match packet {
             Some(ControlPacket::Ack { update }) => {
@@ -962,6 +965,14 @@ impl Simulation<'_> {
                 }
             }
             None => {}
+        }
+    }
+
+    /// Returns a frame's buffer to the pool, which keeps at most [`POOL_BUFFERS_MAX`]: enough
+    /// for the frames in flight at once, without growing with every packet ever built.
+    fn recycle(&mut self, frame: Vec<u8>) {
+        if self.pool.len() < POOL_BUFFERS_MAX {
+            self.pool.push(frame);
         }
     }
 
@@ -1032,7 +1043,7 @@ impl Simulation<'_> {
                     let traffic = self.flows[(probe.flow & !REPLY_BIT) as usize].traffic as usize;
                     self.count_delivery(&probe, traffic);
                 }
-                self.pool.push(frame);
+                self.recycle(frame);
             }
             Forward::Drop { reason, node, frame } => {
                 if let Some(overlay) = &mut self.overlay
@@ -1040,7 +1051,7 @@ impl Simulation<'_> {
                 {
                     // Control traffic is not traffic of the scenario: counted apart.
                     overlay.control.lost += 1;
-                    self.pool.push(frame);
+                    self.recycle(frame);
                     return;
                 }
                 self.record_drop("fabric", reason.as_str(), node, frame)
@@ -1075,7 +1086,7 @@ impl Simulation<'_> {
                 self.drop_examples.push(DropRecord { at_ns: now, reason: name, layer, node, flow });
             }
         }
-        self.pool.push(frame);
+        self.recycle(frame);
     }
 
     /// Makes sure a timer event is queued for the fabric's next deadline within the run.

@@ -258,20 +258,41 @@ pub fn build_frame(
     zero_fields: bool,
     flags: TcpFlags,
 ) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(ETHERNET_HEADER_LEN + size);
+    build_frame_into(&mut frame, addresses, size, probe, zero_fields, flags);
+    frame
+}
+
+/// [`build_frame`] into `frame`, reusing its allocation (its contents are replaced).
+pub fn build_frame_into(
+    frame: &mut Vec<u8>,
+    addresses: &FlowAddresses,
+    size: usize,
+    probe: &Probe,
+    zero_fields: bool,
+    flags: TcpFlags,
+) {
     let transport_len = if addresses.protocol == IP_PROTO_TCP { TCP_HEADER_LEN } else { UDP_HEADER_LEN };
-    let mut payload = vec![0u8; size - IPV4_HEADER_LEN - transport_len];
+    let headers = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + transport_len;
+    let mut payload = [0u8; PROBE_LEN];
     payload[0..4].copy_from_slice(&PROBE_MAGIC);
     if !zero_fields {
         payload[4..8].copy_from_slice(&probe.flow.to_be_bytes());
         payload[8..16].copy_from_slice(&probe.seq.to_be_bytes());
         payload[16..24].copy_from_slice(&probe.sent_at.as_nanos().to_be_bytes());
     }
+    // The payload is the probe followed by zeros (a short-lived buffer: etherparse computes the
+    // transport checksum over it while writing).
+    let payload_len = size - IPV4_HEADER_LEN - transport_len;
     let ip = etherparse::PacketBuilder::ethernet2(addresses.src_mac, addresses.dst_mac).ipv4(
         addresses.src_ip.octets(),
         addresses.dst_ip.octets(),
         64,
     );
-    let mut frame = Vec::with_capacity(ETHERNET_HEADER_LEN + size);
+    let mut body = vec![0u8; payload_len];
+    body[..PROBE_LEN].copy_from_slice(&payload);
+    frame.clear();
+    frame.reserve(headers + payload_len);
     // Writing into a Vec cannot fail, and validation bounds the size to a valid IP length.
     if addresses.protocol == IP_PROTO_TCP {
         let builder = ip.tcp(addresses.src_port, addresses.dst_port, 1, 65535);
@@ -279,12 +300,11 @@ pub fn build_frame(
             TcpFlags::Syn => builder.syn(),
             TcpFlags::AckPsh => builder.ack(1).psh(),
         };
-        builder.write(&mut frame, &payload).expect("a validated packet size builds");
+        builder.write(frame, &body).expect("a validated packet size builds");
     } else {
         let builder = ip.udp(addresses.src_port, addresses.dst_port);
-        builder.write(&mut frame, &payload).expect("a validated packet size builds");
+        builder.write(frame, &body).expect("a validated packet size builds");
     }
-    frame
 }
 
 /// Turns a 64-bit random draw into a uniform value in (0, 1].
