@@ -252,10 +252,16 @@ struct Update {
     /// Index into the control nodes of the one sending it.
     owner: usize,
     acked: bool,
+    /// Whether its agent has all of it (acknowledged or not yet).
+    received: bool,
     attempts: u32,
     /// The change that caused it.
     created: SimTime,
 }
+
+/// An agent's updates: the sequence number it applies next, and received updates waiting for
+/// their predecessors, by sequence number (with the time of the change that caused each).
+type AgentQueue = (u32, BTreeMap<u32, (Vec<AgentMessage>, SimTime)>);
 
 /// Retransmission timeout of the control channel.
 const CONTROL_RTO: SimDuration = SimDuration::from_millis(5);
@@ -306,7 +312,7 @@ struct Overlay {
     reassembly: BTreeMap<u32, Vec<Option<Vec<u8>>>>,
     /// Per host: the next update sequence number to apply, and complete updates waiting for
     /// their predecessors (by sequence number).
-    agent_queues: Vec<(u32, BTreeMap<u32, Vec<AgentMessage>>)>,
+    agent_queues: Vec<AgentQueue>,
     /// Per host: the sequence number of the next update to send.
     next_sequence: Vec<u32>,
     control: ControlCounts,
@@ -843,6 +849,7 @@ impl Simulation<'_> {
                 payload: control_channel::encode(&messages),
                 owner: 0,
                 acked: false,
+                received: false,
                 attempts: 0,
                 created: self.now,
             });
@@ -909,63 +916,69 @@ impl Simulation<'_> {
         let source = FiveTuple::from_ethernet(&frame).map(|t| t.src);
         self.recycle(frame);
         let overlay = self.overlay.as_mut().expect("control traffic exists only with an overlay");
-        match packet {
+        let id = match packet {
             Some(ControlPacket::Ack { update }) => {
                 if let Some(update) = overlay.updates.get_mut(update as usize) {
                     update.acked = true;
                 }
+                return;
             }
             Some(ControlPacket::Data { update: id, index, count, bytes }) => {
-                let Some(update) = overlay.updates.get(id as usize) else { return };
+                let Some(update) = overlay.updates.get_mut(id as usize) else { return };
                 if update.host != host.0 {
                     return;
                 }
-                let chunks = overlay.reassembly.entry(id).or_insert_with(|| vec![None; usize::from(count)]);
-                if let Some(slot) = chunks.get_mut(usize::from(index)) {
-                    *slot = Some(bytes);
-                }
-                let complete = chunks.iter().all(Option::is_some);
-                if complete {
+                // A retransmission of an update already received is only acknowledged again.
+                if !update.received {
+                    let chunks =
+                        overlay.reassembly.entry(id).or_insert_with(|| vec![None; usize::from(count)]);
+                    if let Some(slot) = chunks.get_mut(usize::from(index)) {
+                        *slot = Some(bytes);
+                    }
+                    if !chunks.iter().all(Option::is_some) {
+                        return;
+                    }
                     let chunks = overlay.reassembly.remove(&id).unwrap_or_default();
                     let payload: Vec<u8> = chunks.into_iter().flatten().flatten().collect();
+                    update.received = true;
                     // The control node encoded these messages itself.
                     let messages = control_channel::decode(&payload).expect("a complete update decodes");
                     let (sequence, created) = (update.sequence, update.created);
-                    let queue = &mut overlay.agent_queues[host.0 as usize];
-                    if sequence >= queue.0 {
-                        queue.1.insert(sequence, messages);
-                    }
-                    // Apply every update whose predecessors are in, in order.
-                    loop {
-                        let queue = &mut overlay.agent_queues[host.0 as usize];
-                        let Some(messages) = queue.1.remove(&queue.0) else { break };
-                        queue.0 += 1;
-                        // The network manager's diffs refer only to what its plans created.
-                        overlay.agents[host.0 as usize]
-                            .apply(&mut overlay.vrouters[host.0 as usize], self.now, &messages)
-                            .expect("the network manager's update is consistent");
-                        overlay.control.applied += 1;
-                        let latency = (self.now - created).as_nanos();
-                        overlay.control.convergence_ns_max = overlay.control.convergence_ns_max.max(latency);
-                    }
-                    self.schedule_vrouter_timer(host.0);
+                    overlay.agent_queues[host.0 as usize].1.insert(sequence, (messages, created));
+                    self.apply_ready_updates(host);
                 }
-                // Acknowledge a complete update (again, for a retransmitted one).
-                let was_complete = !self.overlay.as_ref().expect("checked").reassembly.contains_key(&id);
-                if was_complete && let Some(source) = source {
-                    let topology = self.fabric.topology();
-                    let ack = control_channel::ack_frame(topology.host_ip(host), source, id);
-                    match topology.host_by_ip(source) {
-                        Some(node) if node == host => self.receive_control(host, ack),
-                        _ => {
-                            let forward = self.fabric.send(self.now, host, ack);
-                            self.handle(forward);
-                        }
-                    }
-                }
+                id
             }
-            None => {}
+            None => return,
+        };
+        let Some(source) = source else { return };
+        let topology = self.fabric.topology();
+        let ack = control_channel::ack_frame(topology.host_ip(host), source, id);
+        match topology.host_by_ip(source) {
+            Some(node) if node == host => self.receive_control(host, ack),
+            _ => {
+                let forward = self.fabric.send(self.now, host, ack);
+                self.handle(forward);
+            }
         }
+    }
+
+    /// Applies, in order, every received update of `host` whose predecessors are applied.
+    fn apply_ready_updates(&mut self, host: NodeId) {
+        let overlay = self.overlay.as_mut().expect("updates exist only with an overlay");
+        loop {
+            let queue = &mut overlay.agent_queues[host.0 as usize];
+            let Some((messages, created)) = queue.1.remove(&queue.0) else { break };
+            queue.0 += 1;
+            // The network manager's diffs refer only to what its plans created.
+            overlay.agents[host.0 as usize]
+                .apply(&mut overlay.vrouters[host.0 as usize], self.now, &messages)
+                .expect("the network manager's update is consistent");
+            overlay.control.applied += 1;
+            let latency = (self.now - created).as_nanos();
+            overlay.control.convergence_ns_max = overlay.control.convergence_ns_max.max(latency);
+        }
+        self.schedule_vrouter_timer(host.0);
     }
 
     /// Returns a frame's buffer to the pool, which keeps at most [`POOL_BUFFERS_MAX`]: enough
