@@ -426,36 +426,22 @@ impl NetworkManager {
 /// first (networks, interfaces, floating IPs, ACLs, routes), then removals (routes, floating
 /// IPs, interfaces). Unchanged items are not sent again.
 pub fn diff(old: &[AgentMessage], new: &[AgentMessage]) -> Vec<AgentMessage> {
-    let mut out: Vec<AgentMessage> = new.iter().filter(|m| !old.contains(m)).cloned().collect();
-    for message in old {
-        let removal = match message {
-            AgentMessage::Route { vrf, prefix, .. } => {
-                let kept = new.iter().any(
-                    |m| matches!(m, AgentMessage::Route { vrf: v, prefix: p, .. } if v == vrf && p == prefix),
-                );
-                (!kept).then_some(AgentMessage::RemoveRoute { vrf: *vrf, prefix: *prefix })
-            }
-            AgentMessage::FloatingIp { pod, ip, vn, .. } => {
-                let kept = new.iter().any(|m| matches!(m, AgentMessage::FloatingIp { pod: p, ip: i, vn: v, .. } if p == pod && i == ip && v == vn));
-                (!kept).then_some(AgentMessage::RemoveFloatingIp { pod: *pod, ip: *ip, vn: *vn })
-            }
-            AgentMessage::Interface { pod, .. } => {
-                let kept =
-                    new.iter().any(|m| matches!(m, AgentMessage::Interface { pod: p, .. } if p == pod));
-                (!kept).then_some(AgentMessage::RemoveInterface { pod: *pod })
-            }
-            AgentMessage::InterfaceAcls { pod, .. } => {
-                let kept =
-                    new.iter().any(|m| matches!(m, AgentMessage::InterfaceAcls { pod: p, .. } if p == pod));
-                let interface_kept =
-                    new.iter().any(|m| matches!(m, AgentMessage::Interface { pod: p, .. } if p == pod));
-                (!kept && interface_kept).then_some(AgentMessage::InterfaceAcls {
-                    pod: *pod,
-                    ingress: None,
-                    egress: None,
-                })
-            }
-            _ => None,
+    let old_by_key: BTreeMap<MessageKey, &AgentMessage> =
+        old.iter().filter_map(|m| Some((key(m)?, m))).collect();
+    let new_by_key: BTreeMap<MessageKey, &AgentMessage> =
+        new.iter().filter_map(|m| Some((key(m)?, m))).collect();
+    let mut out: Vec<AgentMessage> =
+        new.iter().filter(|m| key(m).is_none_or(|k| old_by_key.get(&k) != Some(m))).cloned().collect();
+    for (key, _) in old_by_key.iter().filter(|(k, _)| !new_by_key.contains_key(k)) {
+        let removal = match *key {
+            MessageKey::Route(vrf, prefix) => Some(AgentMessage::RemoveRoute { vrf, prefix }),
+            MessageKey::FloatingIp(pod, ip, vn) => Some(AgentMessage::RemoveFloatingIp { pod, ip, vn }),
+            MessageKey::Interface(pod) => Some(AgentMessage::RemoveInterface { pod }),
+            // A pod that keeps its interface but loses its ACLs is opened again.
+            MessageKey::Acls(pod) => new_by_key
+                .contains_key(&MessageKey::Interface(pod))
+                .then_some(AgentMessage::InterfaceAcls { pod, ingress: None, egress: None }),
+            MessageKey::Network(_) => None,
         };
         out.extend(removal);
     }
@@ -467,6 +453,31 @@ pub fn diff(old: &[AgentMessage], new: &[AgentMessage]) -> Vec<AgentMessage> {
         _ => 0,
     });
     out
+}
+
+/// What a message programs: two messages with the same key program the same thing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum MessageKey {
+    Network(VnId),
+    Interface(PodId),
+    FloatingIp(PodId, Ipv4Addr, VnId),
+    Acls(PodId),
+    Route(VnId, Ipv4Net),
+}
+
+fn key(message: &AgentMessage) -> Option<MessageKey> {
+    Some(match message {
+        AgentMessage::Network(network) => MessageKey::Network(network.id),
+        AgentMessage::Interface { pod, .. } => MessageKey::Interface(*pod),
+        AgentMessage::FloatingIp { pod, ip, vn, .. } => MessageKey::FloatingIp(*pod, *ip, *vn),
+        AgentMessage::InterfaceAcls { pod, .. } => MessageKey::Acls(*pod),
+        AgentMessage::Route { vrf, prefix, .. } => MessageKey::Route(*vrf, *prefix),
+        AgentMessage::RemoveRoute { .. }
+        | AgentMessage::RemoveFloatingIp { .. }
+        | AgentMessage::RemoveInterface { .. } => {
+            return None;
+        }
+    })
 }
 
 /// The name of a service's network.
