@@ -22,7 +22,9 @@
 //! **Architecture invariant:** nothing here reads a clock, a file or the network. Manifests
 //! arrive as text; the simulator reads the files.
 
+pub mod bgp;
 pub mod cluster;
+pub mod felix;
 pub mod ipam;
 pub mod k8s;
 pub mod labels;

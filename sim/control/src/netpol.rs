@@ -211,4 +211,4 @@ fn peer_matches(peer: &Peer, policy_namespace: &str, endpoint: &Endpoint<'_>) ->
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

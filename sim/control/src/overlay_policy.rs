@@ -34,7 +34,7 @@ pub fn compile(cluster: &Cluster) -> Vec<PodAcls> {
         .collect()
 }
 
-fn selecting<'a>(
+pub(crate) fn selecting<'a>(
     cluster: &'a Cluster,
     pod: &'a PodState,
     ingress: bool,
@@ -115,7 +115,7 @@ fn egress(cluster: &Cluster, id: PodId) -> Option<Acl> {
 
 /// A rule's ports as (protocol, range); named ports resolved against `ports` (skipped if the
 /// pod has no such port). No ports: every protocol and port.
-fn resolve_ports(rule: &PolicyRule, ports: &[ContainerPort]) -> Vec<(Option<u8>, (u16, u16))> {
+pub(crate) fn resolve_ports(rule: &PolicyRule, ports: &[ContainerPort]) -> Vec<(Option<u8>, (u16, u16))> {
     if rule.ports.is_empty() {
         return vec![(None, (0, u16::MAX))];
     }
@@ -159,7 +159,7 @@ fn peers(cluster: &Cluster, policy_namespace: &str, rule: &PolicyRule) -> Vec<Ma
 
 /// The pods a rule's peers select (every pod when the rule has no peers), address blocks
 /// selecting the pods whose addresses they hold.
-fn peer_pods(cluster: &Cluster, policy_namespace: &str, rule: &PolicyRule) -> Vec<PodId> {
+pub(crate) fn peer_pods(cluster: &Cluster, policy_namespace: &str, rule: &PolicyRule) -> Vec<PodId> {
     let mut pods: Vec<PodId> = if rule.peers.is_empty() {
         (0..cluster.pods().len() as u32).map(PodId).filter(|&p| !cluster.pod(p).deleted).collect()
     } else {
@@ -170,7 +170,7 @@ fn peer_pods(cluster: &Cluster, policy_namespace: &str, rule: &PolicyRule) -> Ve
     pods
 }
 
-fn selected_by(cluster: &Cluster, policy_namespace: &str, peer: &Peer) -> Vec<PodId> {
+pub(crate) fn selected_by(cluster: &Cluster, policy_namespace: &str, peer: &Peer) -> Vec<PodId> {
     let (pod_selector, namespace_selector) = match peer {
         Peer::Pods { pod_selector, namespace_selector } => (pod_selector, namespace_selector),
         Peer::IpBlock { cidr, except } => {

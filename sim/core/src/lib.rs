@@ -15,6 +15,7 @@
 //! **Architecture invariant:** nothing here reads a clock, allocates per packet, or does I/O.
 
 pub mod acl;
+pub mod chains;
 pub mod checksum;
 pub mod hash;
 pub mod packet;

@@ -24,6 +24,7 @@ pub mod topology;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::net::Ipv4Addr;
 
 use netsim_core::checksum;
 use netsim_core::packet::ETHERNET_HEADER_LEN;
@@ -212,6 +213,19 @@ pub struct Fabric {
     detections: BTreeMap<(SimTime, u64), Detection>,
     detection_seq: u64,
     events: VecDeque<FabricEvent>,
+    /// Address blocks routed to hosts besides their own addresses: by prefix length, the
+    /// blocks' first addresses and their hosts.
+    announced: BTreeMap<u8, BTreeMap<u32, NodeId>>,
+}
+
+/// A block is already announced by another host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("block {network}/{len} is announced by another host")]
+pub struct OverlappingBlock {
+    /// The block's address.
+    pub network: Ipv4Addr,
+    /// Its prefix length.
+    pub len: u8,
 }
 
 impl Fabric {
@@ -244,6 +258,7 @@ impl Fabric {
             detections: BTreeMap::new(),
             detection_seq: 0,
             events: VecDeque::new(),
+            announced: BTreeMap::new(),
             topology,
         };
         fabric.recompute_routing();
@@ -273,6 +288,40 @@ impl Fabric {
         &self.links[link.0 as usize].counters[usize::from(direction)]
     }
 
+    /// Routes the block `network/len` to `host`, as when a host peers with its leaf and
+    /// announces its pod addresses (Calico without encapsulation). Switches learn it at once;
+    /// the longest announced prefix wins. A block announced by another host is refused.
+    pub fn announce(&mut self, host: NodeId, network: Ipv4Addr, len: u8) -> Result<(), OverlappingBlock> {
+        debug_assert_eq!(self.topology.kind(host), NodeKind::Host);
+        let len = len.min(32);
+        let first = u32::from(network) & prefix_mask(len);
+        let owner = self.announced.entry(len).or_default().entry(first).or_insert(host);
+        if *owner != host {
+            return Err(OverlappingBlock { network, len });
+        }
+        Ok(())
+    }
+
+    /// Stops routing the block `network/len` (announced with [`Fabric::announce`]).
+    pub fn withdraw(&mut self, network: Ipv4Addr, len: u8) {
+        let len = len.min(32);
+        if let Some(blocks) = self.announced.get_mut(&len) {
+            blocks.remove(&(u32::from(network) & prefix_mask(len)));
+        }
+    }
+
+    /// The host an address belongs to: its own underlay address, or the longest announced
+    /// block holding it.
+    pub fn host_for(&self, address: Ipv4Addr) -> Option<NodeId> {
+        self.topology.host_by_ip(address).or_else(|| {
+            let address = u32::from(address);
+            self.announced
+                .iter()
+                .rev()
+                .find_map(|(&len, blocks)| blocks.get(&(address & prefix_mask(len))).copied())
+        })
+    }
+
     /// A host puts `frame` on the wire at `now`.
     pub fn send(&mut self, now: SimTime, host: NodeId, frame: Vec<u8>) -> Forward {
         debug_assert_eq!(self.topology.kind(host), NodeKind::Host);
@@ -295,7 +344,7 @@ impl Fabric {
             return Forward::Drop { reason: DropReason::NodeDown, node: to, frame };
         }
         if self.topology.kind(to) == NodeKind::Host {
-            let destination = ipv4_destination(&frame).and_then(|ip| self.topology.host_by_ip(ip));
+            let destination = ipv4_destination(&frame).and_then(|ip| self.host_for(ip));
             return if destination == Some(to) {
                 Forward::Deliver { host: to, frame }
             } else {
@@ -310,7 +359,7 @@ impl Fabric {
         let Some(destination) = ipv4_destination(&frame) else {
             return Forward::Drop { reason: DropReason::Malformed, node, frame };
         };
-        let Some(destination) = self.topology.host_by_ip(destination) else {
+        let Some(destination) = self.host_for(destination) else {
             return Forward::Drop { reason: DropReason::NoRoute, node, frame };
         };
         if self.topology.kind(node) != NodeKind::Host && !decrement_ttl(&mut frame) {
@@ -502,3 +551,8 @@ fn decrement_ttl(frame: &mut [u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// The network mask of a prefix length (0 to 32).
+fn prefix_mask(len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+}

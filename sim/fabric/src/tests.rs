@@ -285,3 +285,26 @@ fn truncated_and_non_ip_frames_are_malformed() {
         assert!(matches!(forward, Forward::Drop { reason: DropReason::Malformed, .. }), "{forward:?}");
     }
 }
+
+#[test]
+fn announced_blocks_route_to_their_host_and_go_when_withdrawn() {
+    let mut harness = Harness::new(FabricConfig::default());
+    let block = Ipv4Addr::new(10, 0, 1, 64);
+    harness.fabric.announce(NodeId(42), block, 26).unwrap();
+    // Announcing it again is idempotent; another host cannot take it.
+    harness.fabric.announce(NodeId(42), block, 26).unwrap();
+    assert!(harness.fabric.announce(NodeId(7), block, 26).is_err());
+    harness.fabric.announce(NodeId(7), Ipv4Addr::new(10, 0, 1, 128), 26).unwrap();
+    // A more specific route (a borrowed address) wins.
+    harness.fabric.announce(NodeId(9), Ipv4Addr::new(10, 0, 1, 70), 32).unwrap();
+    assert_eq!(harness.fabric.host_for(Ipv4Addr::new(10, 0, 1, 70)), Some(NodeId(9)));
+    let mut to_pod = frame(0, 99, 1000, 100);
+    to_pod[30..34].copy_from_slice(&[10, 0, 1, 77]);
+    harness.send(0, to_pod.clone());
+    harness.run_until(SimTime(1_000_000));
+    assert_eq!(harness.delivered.iter().map(|(_, host, _)| *host).collect::<Vec<_>>(), vec![NodeId(42)]);
+    harness.fabric.withdraw(block, 26);
+    harness.send(0, to_pod);
+    assert_eq!(harness.dropped.last().map(|d| d.1), Some(DropReason::NoRoute));
+    assert_eq!(harness.fabric.host_for(Ipv4Addr::new(10, 0, 1, 130)), Some(NodeId(7)));
+}

@@ -5,6 +5,9 @@
 //! The table is bounded: when it is full, new flows are dropped (`flow_table_full`) and existing
 //! ones keep working. Idle pairs age out: a pair is removed when neither half has seen a packet
 //! for the idle timeout.
+//!
+//! The table is generic in what an entry decides: the overlay stores a whole [`FlowAction`];
+//! Calico's connection tracking stores only the NAT of a connection.
 
 #[allow(clippy::disallowed_types)] // lookups only, never iterated: see `FlowTable::index`
 use std::collections::HashMap;
@@ -65,11 +68,11 @@ pub enum FlowAction {
 
 /// One direction of a flow pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FlowEntry {
+pub struct FlowEntry<A = FlowAction> {
     /// Its key.
     pub key: FlowKey,
     /// Its action.
-    pub action: FlowAction,
+    pub action: A,
     /// The other half of the pair.
     pub reverse: Option<u32>,
     /// When it was created.
@@ -88,16 +91,16 @@ pub struct TableFull;
 
 /// The flow table.
 #[derive(Clone, Debug)]
-pub struct FlowTable {
+pub struct FlowTable<A = FlowAction> {
     // A hash map for lookups only; it is never iterated, so its order cannot leak into results.
     #[allow(clippy::disallowed_types)]
     index: HashMap<FlowKey, u32, FxBuildHasher>,
-    entries: Vec<Option<FlowEntry>>,
+    entries: Vec<Option<FlowEntry<A>>>,
     free: Vec<u32>,
     max: usize,
 }
 
-impl FlowTable {
+impl<A> FlowTable<A> {
     /// An empty table for at most `max` entries (each half of a pair is one entry).
     pub fn new(max: usize) -> Self {
         #[allow(clippy::disallowed_types)]
@@ -122,7 +125,7 @@ impl FlowTable {
 
     /// The entry for `key`, marked as used at `now`.
     #[inline]
-    pub fn hit(&mut self, key: &FlowKey, now: SimTime) -> Option<&FlowEntry> {
+    pub fn hit(&mut self, key: &FlowKey, now: SimTime) -> Option<&FlowEntry<A>> {
         let &slot = self.index.get(key)?;
         // Every indexed slot holds an entry.
         let entry = self.entries[slot as usize].as_mut().expect("indexed flow slot is filled");
@@ -132,13 +135,17 @@ impl FlowTable {
     }
 
     /// The entry for `key`, without touching it.
-    pub fn get(&self, key: &FlowKey) -> Option<&FlowEntry> {
+    pub fn get(&self, key: &FlowKey) -> Option<&FlowEntry<A>> {
         self.index.get(key).and_then(|&slot| self.entries[slot as usize].as_ref())
     }
 
     /// Adds a flow and, if given, its reverse as a pair. Fails, adding nothing, if the table
     /// lacks room for all of it. An existing entry with the same key is replaced.
-    pub fn insert_pair(&mut self, forward: FlowEntry, reverse: Option<FlowEntry>) -> Result<(), TableFull> {
+    pub fn insert_pair(
+        &mut self,
+        forward: FlowEntry<A>,
+        reverse: Option<FlowEntry<A>>,
+    ) -> Result<(), TableFull> {
         let mut needed = usize::from(!self.index.contains_key(&forward.key));
         if let Some(reverse) = &reverse {
             needed += usize::from(!self.index.contains_key(&reverse.key) && reverse.key != forward.key);
@@ -157,7 +164,7 @@ impl FlowTable {
         Ok(())
     }
 
-    fn put(&mut self, entry: FlowEntry) -> u32 {
+    fn put(&mut self, entry: FlowEntry<A>) -> u32 {
         if let Some(&slot) = self.index.get(&entry.key) {
             self.unlink(slot);
             self.entries[slot as usize] = Some(entry);
@@ -223,7 +230,7 @@ impl FlowTable {
     }
 
     /// Every entry, in slot order.
-    pub fn iter(&self) -> impl Iterator<Item = &FlowEntry> {
+    pub fn iter(&self) -> impl Iterator<Item = &FlowEntry<A>> {
         self.entries.iter().flatten()
     }
 }
@@ -260,7 +267,7 @@ mod tests {
 
     #[test]
     fn pairs_age_out_together_and_only_when_both_are_idle() {
-        let mut table = FlowTable::new(10);
+        let mut table: FlowTable = FlowTable::new(10);
         table.insert_pair(entry(key(1), 0), Some(entry(key(2), 0))).unwrap();
         table.insert_pair(entry(key(3), 0), Some(entry(key(4), 0))).unwrap();
         // The reply half of the first pair stays busy.
@@ -277,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_full_table_refuses_whole_pairs() {
-        let mut table = FlowTable::new(3);
+        let mut table: FlowTable = FlowTable::new(3);
         table.insert_pair(entry(key(1), 0), Some(entry(key(2), 0))).unwrap();
         assert_eq!(table.insert_pair(entry(key(3), 0), Some(entry(key(4), 0))), Err(TableFull));
         assert_eq!(table.len(), 2);
@@ -290,7 +297,7 @@ mod tests {
         /// index and slots agree.
         #[test]
         fn never_exceeds_its_bound(max in 1usize..20, ops in prop::collection::vec((0u8..3, 0u16..40, 0u64..1000), 1..200)) {
-            let mut table = FlowTable::new(max);
+            let mut table: FlowTable = FlowTable::new(max);
             let mut now = 0;
             for (op, port, step) in ops {
                 now += step;

@@ -16,7 +16,9 @@
 //! The Calico data plane will join the overlay behind the same trait.
 
 pub use netsim_core::acl;
+pub mod calico;
 pub mod flow;
+mod ipv4;
 pub mod lpm;
 pub mod nat;
 pub mod nexthop;

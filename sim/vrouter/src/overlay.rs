@@ -22,12 +22,12 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use netsim_core::checksum;
-use netsim_core::packet::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, IP_PROTO_TCP, IP_PROTO_UDP, ethertype};
+use netsim_core::packet::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, IP_PROTO_UDP, ethertype};
 use netsim_core::{FiveTuple, SimDuration, SimTime};
 
 use crate::acl::{Acl, FlowView, Verdict, VnId};
 use crate::flow::{Egress, FlowAction, FlowEntry, FlowKey, FlowTable, Rewrite, TableFull};
+use crate::ipv4::{check_ip_header, check_ipv4, decrement_ttl, outer_header, reversed, set_ethernet};
 use crate::lpm::RouteTable;
 use crate::nat::{End, rewrite};
 use crate::nexthop::{NextHop, Tunnel, select};
@@ -280,13 +280,6 @@ pub struct Vrouter {
     counters: Counters,
     next_ip_ident: u16,
     next_aging: Option<SimTime>,
-}
-
-/// Where the inner IP packet sits in a frame, once checked.
-struct Inner {
-    /// Offset of the IP header.
-    at: usize,
-    tuple: FiveTuple,
 }
 
 impl Vrouter {
@@ -951,17 +944,7 @@ impl Vrouter {
         let protocol = if encapsulation == Encapsulation::MplsOverGre { IP_PROTO_GRE } else { IP_PROTO_UDP };
         let ident = self.next_ip_ident;
         self.next_ip_ident = self.next_ip_ident.wrapping_add(1);
-        let mut header = [0u8; 20];
-        header[0] = 0x45;
-        header[2..4].copy_from_slice(&(outer_ip_len as u16).to_be_bytes());
-        header[4..6].copy_from_slice(&ident.to_be_bytes());
-        header[6] = 0x40; // don't fragment
-        header[8] = 64;
-        header[9] = protocol;
-        header[12..16].copy_from_slice(&self.config.host_ip.octets());
-        header[16..20].copy_from_slice(&tunnel.host.octets());
-        let sum = checksum::finish(checksum::ones_complement_sum(&header));
-        header[10..12].copy_from_slice(&sum.to_be_bytes());
+        let header = outer_header(self.config.host_ip, tunnel.host, protocol, ident, outer_ip_len);
         frame[ip..ip + 20].copy_from_slice(&header);
         let l4 = ip + 20;
         let mpls = MplsLabel { label: tunnel.label, tc: 0, bottom: true, ttl: 64 }.to_bytes();
@@ -1054,74 +1037,6 @@ impl DataPlane for Vrouter {
     fn poll_timeout(&self) -> Option<SimTime> {
         self.next_aging
     }
-}
-
-/// The tuple of the other direction.
-fn reversed(tuple: &FiveTuple) -> FiveTuple {
-    FiveTuple {
-        src: tuple.dst,
-        dst: tuple.src,
-        protocol: tuple.protocol,
-        src_port: tuple.dst_port,
-        dst_port: tuple.src_port,
-    }
-}
-
-/// Checks an IPv4 header at `at`: version, length, total length within the frame, checksum.
-/// Returns the header length.
-fn check_ip_header(frame: &[u8], at: usize) -> Result<usize, DropReason> {
-    let ip = frame.get(at..).ok_or(DropReason::Malformed)?;
-    let first = *ip.first().ok_or(DropReason::Malformed)?;
-    let header_len = usize::from(first & 0x0f) * 4;
-    if first >> 4 != 4 || header_len < 20 || ip.len() < header_len {
-        return Err(DropReason::Malformed);
-    }
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    if total < header_len || total > ip.len() {
-        return Err(DropReason::Malformed);
-    }
-    if checksum::ones_complement_sum(&ip[..header_len]) != 0xffff {
-        return Err(DropReason::BadChecksum);
-    }
-    Ok(header_len)
-}
-
-/// Checks the inner IPv4 packet at `at` and reads its 5-tuple; TCP and UDP need their ports.
-fn check_ipv4(frame: &[u8], at: usize) -> Result<Inner, DropReason> {
-    if at == ETHERNET_HEADER_LEN && ethertype(frame) != Some(ETHERTYPE_IPV4) {
-        return Err(DropReason::Malformed);
-    }
-    let header_len = check_ip_header(frame, at)?;
-    let total = usize::from(u16::from_be_bytes([frame[at + 2], frame[at + 3]]));
-    let tuple = FiveTuple::from_ipv4(&frame[at..at + total]).ok_or(DropReason::Malformed)?;
-    let fragment_offset = u16::from_be_bytes([frame[at + 6], frame[at + 7]]) & 0x1fff;
-    if matches!(tuple.protocol, IP_PROTO_TCP | IP_PROTO_UDP) && fragment_offset == 0 && total < header_len + 4
-    {
-        return Err(DropReason::Malformed);
-    }
-    Ok(Inner { at, tuple })
-}
-
-/// Decrements the TTL of the IPv4 packet at the start of `packet`; `false` if exhausted.
-fn decrement_ttl(packet: &mut [u8]) -> bool {
-    let ttl = packet[8];
-    if ttl <= 1 {
-        return false;
-    }
-    let old = u16::from_be_bytes([ttl, packet[9]]);
-    let new = u16::from_be_bytes([ttl - 1, packet[9]]);
-    let sum = checksum::update(u16::from_be_bytes([packet[10], packet[11]]), old, new);
-    packet[8] = ttl - 1;
-    packet[10..12].copy_from_slice(&sum.to_be_bytes());
-    true
-}
-
-/// Writes the Ethernet header in front of the IP packet at `at` (which is 14).
-fn set_ethernet(frame: &mut [u8], at: usize, destination: [u8; 6], source: [u8; 6]) {
-    debug_assert_eq!(at, ETHERNET_HEADER_LEN);
-    frame[0..6].copy_from_slice(&destination);
-    frame[6..12].copy_from_slice(&source);
-    frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@ use crate::cluster::{Cluster, ClusterConfig, PodId};
 use crate::k8s::manifest;
 use proptest::prelude::*;
 
-const PODS: [&str; 9] = ["x/a", "x/b", "x/c", "y/a", "y/b", "y/c", "z/a", "z/b", "z/c"];
+pub(crate) const PODS: [&str; 9] = ["x/a", "x/b", "x/c", "y/a", "y/b", "y/c", "z/a", "z/b", "z/c"];
 
 /// The model cluster plus `policies` (YAML documents).
-fn model(policies: &str) -> Cluster {
+pub(crate) fn model(policies: &str) -> Cluster {
     let mut text = String::new();
     for ns in ["x", "y", "z"] {
         text += &format!(
@@ -33,7 +33,7 @@ fn model(policies: &str) -> Cluster {
     Cluster::build(ClusterConfig::default(), objects).expect("the model builds")
 }
 
-fn id(cluster: &Cluster, name: &str) -> PodId {
+pub(crate) fn id(cluster: &Cluster, name: &str) -> PodId {
     let (ns, pod) = name.split_once('/').expect("ns/pod");
     cluster.pod_by_name(ns, pod).expect(name)
 }
@@ -62,7 +62,7 @@ fn matrix(cluster: &Cluster, port: u16, protocol: Protocol) -> Vec<String> {
         .collect()
 }
 
-fn policy(name: &str, ns: &str, spec: &str) -> String {
+pub(crate) fn policy(name: &str, ns: &str, spec: &str) -> String {
     format!(
         "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
     )

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::testbed::*;
+use netsim_core::checksum;
 
 use etherparse::{SlicedPacket, TransportSlice};
 use proptest::prelude::*;

@@ -1,0 +1,753 @@
+//! The Calico data plane: each host is a plain IPv4 router for its pods.
+//!
+//! A pod's interface has a /32 route on its host; the host's own IPAM blocks are blackholed (an
+//! unallocated address goes nowhere); other hosts' blocks are routes learnt by BGP, with the
+//! owning host's underlay address as next hop, several next hops being ECMP. Packets travel
+//! unencapsulated by default (the fabric routes pod blocks), or in IP-in-IP (protocol 4) or
+//! VXLAN (VNI 4096) to the next hop, as Calico's `ipipMode` and `vxlanMode` choose.
+//!
+//! Policy is felix's: per endpoint, ordered policy chains per direction over IP sets
+//! ([`netsim_core::chains`]), judged on a connection's first packet — egress at the sender's
+//! host after service NAT, ingress at the receiver's — and remembered by connection tracking,
+//! so replies and later packets of an allowed connection pass without judgement.
+//!
+//! Services are kube-proxy's in iptables mode: a new connection from a local pod to a
+//! ClusterIP and port is translated at the client's host to a backend drawn at random (each of
+//! `n` rules matching with probability 1/(n-i), as iptables' `statistic` module does: equal
+//! chances overall); conntrack keeps the translation so that replies come back from the
+//! ClusterIP. Routing is looked up per packet (conntrack does not pin a route), so a BGP
+//! withdrawal moves established connections at once.
+//!
+//! The host is programmed with [`CalicoCommand`]s: by tests directly, and in a simulation by
+//! the control plane (felix's compilation of the cluster, kube-proxy's service table, BGP).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use netsim_core::acl::{FlowView, Verdict};
+use netsim_core::chains::{
+    Direction, EndpointPolicy, IpSetId, PolicyChains, PolicyId, PolicyStore, SetMember,
+};
+use netsim_core::packet::{ETHERNET_HEADER_LEN, IP_PROTO_UDP};
+use netsim_core::{FiveTuple, SimDuration, SimTime, mix64};
+
+use crate::flow::{FlowEntry, FlowKey, FlowTable, Rewrite};
+use crate::ipv4::{check_ip_header, check_ipv4, decrement_ttl, outer_header, reversed, set_ethernet};
+use crate::lpm::RouteTable;
+use crate::nat::{End, rewrite};
+use crate::wire::{VXLAN_LEN, VXLAN_UDP_PORT, Vxlan};
+use crate::{DataPlane, DropReason, Forward, InterfaceId, Port, VrfId};
+
+/// The MAC of the host side of every pod's veth: Calico answers every pod's ARP with it.
+pub const CALICO_GATEWAY_MAC: [u8; 6] = [0xee; 6];
+/// The destination MAC of frames to the fabric: the fabric rewrites it hop by hop anyway.
+pub const UNDERLAY_GATEWAY_MAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x01];
+/// Calico's VXLAN network identifier.
+pub const CALICO_VNI: u32 = 4096;
+/// IP protocol number of IP-in-IP.
+pub const IP_PROTO_IPIP: u8 = 4;
+
+/// How packets travel between hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CalicoEncapsulation {
+    /// Plain IP: the fabric routes pod blocks (hosts peer with their leaves).
+    #[default]
+    None,
+    /// IP-in-IP to the next hop's underlay address: 20 bytes.
+    IpIp,
+    /// VXLAN to the next hop: 50 bytes (the inner Ethernet header travels too).
+    Vxlan,
+}
+
+impl CalicoEncapsulation {
+    /// Bytes added in front of the inner IP packet (behind the outer Ethernet header).
+    pub const fn overhead(self) -> usize {
+        match self {
+            CalicoEncapsulation::None => 0,
+            CalicoEncapsulation::IpIp => 20,
+            CalicoEncapsulation::Vxlan => 20 + 8 + VXLAN_LEN + ETHERNET_HEADER_LEN,
+        }
+    }
+}
+
+/// A Calico host's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CalicoConfig {
+    /// The host's underlay address.
+    pub host_ip: Ipv4Addr,
+    /// The host's uplink MAC.
+    pub host_mac: [u8; 6],
+    /// Encapsulation between hosts.
+    pub encapsulation: CalicoEncapsulation,
+    /// Bound on conntrack entries (each direction of a connection is one).
+    pub conntrack_max: usize,
+    /// A connection idle this long is forgotten.
+    pub conntrack_idle_timeout: SimDuration,
+    /// Largest IP packet the underlay carries.
+    pub underlay_mtu: u32,
+    /// Seed of kube-proxy's random backend choice.
+    pub nat_seed: u64,
+    /// Seed of the ECMP hash over next hops and of the VXLAN source port.
+    pub ecmp_seed: u64,
+}
+
+impl CalicoConfig {
+    /// Defaults for a host: no encapsulation, 512k conntrack entries, 60 s idle, MTU 1500.
+    pub fn new(host_ip: Ipv4Addr) -> Self {
+        CalicoConfig {
+            host_ip,
+            host_mac: [0x02, 0, 0, 0, 0, 0],
+            encapsulation: CalicoEncapsulation::None,
+            conntrack_max: 512 * 1024,
+            conntrack_idle_timeout: SimDuration::from_secs(60),
+            underlay_mtu: 1500,
+            nat_seed: 0,
+            ecmp_seed: 0,
+        }
+    }
+}
+
+/// A service as kube-proxy programs it: (ClusterIP, port, protocol).
+pub type ServiceKey = (Ipv4Addr, u16, u8);
+
+/// A change to a Calico host's programming.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CalicoCommand {
+    /// A pod's interface (the CNI plugin's work): a /32 route to it.
+    AddEndpoint {
+        /// Its id.
+        id: InterfaceId,
+        /// Its name, for diagnostics.
+        name: String,
+        /// The pod's address.
+        ip: Ipv4Addr,
+        /// The pod's MAC.
+        mac: [u8; 6],
+    },
+    /// A pod's interface goes, with its route and its connections.
+    RemoveEndpoint(InterfaceId),
+    /// The policies that apply to an endpoint (felix's endpoint chains).
+    SetEndpointPolicy {
+        /// The endpoint.
+        id: InterfaceId,
+        /// Its policies per direction.
+        policy: EndpointPolicy,
+    },
+    /// An IP set's members.
+    SetIpSet {
+        /// The set.
+        id: IpSetId,
+        /// Its members.
+        members: Vec<SetMember>,
+    },
+    /// An IP set goes.
+    RemoveIpSet(IpSetId),
+    /// A policy's chains.
+    SetPolicy {
+        /// The policy.
+        id: PolicyId,
+        /// Its chains.
+        chains: PolicyChains,
+    },
+    /// A policy goes.
+    RemovePolicy(PolicyId),
+    /// A route learnt by BGP: `prefix` via the hosts `next_hops` (several: ECMP).
+    SetRoute {
+        /// The destination block.
+        prefix: Ipv4Net,
+        /// Underlay addresses of the hosts announcing it.
+        next_hops: Vec<Ipv4Addr>,
+    },
+    /// A learnt route is withdrawn.
+    RemoveRoute(Ipv4Net),
+    /// One of this host's IPAM blocks: blackholed, behind its pods' /32 routes.
+    AddLocalBlock(Ipv4Net),
+    /// A block released.
+    RemoveLocalBlock(Ipv4Net),
+    /// A service's backends (kube-proxy's KUBE-SVC chain); an empty list rejects.
+    SetService {
+        /// ClusterIP, port and protocol.
+        key: ServiceKey,
+        /// Backend (pod address, target port), in kube-proxy's order.
+        backends: Vec<(Ipv4Addr, u16)>,
+    },
+    /// A service goes.
+    RemoveService(ServiceKey),
+}
+
+/// A command that does not apply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CalicoCommandError {
+    /// The endpoint does not exist.
+    #[error("unknown endpoint {0:?}")]
+    UnknownEndpoint(InterfaceId),
+    /// An endpoint with this id exists already.
+    #[error("endpoint {0:?} exists already")]
+    DuplicateEndpoint(InterfaceId),
+    /// A route without next hops.
+    #[error("route {0} has no next hop")]
+    NoNextHop(Ipv4Net),
+}
+
+/// Host counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CalicoCounters {
+    /// Drops by reason.
+    pub drops: BTreeMap<DropReason, u64>,
+    /// Connections admitted (conntrack pairs created).
+    pub connections: u64,
+    /// Of which translated by kube-proxy (service connections).
+    pub nat_connections: u64,
+    /// Packets of known connections (conntrack hits).
+    pub conntrack_hits: u64,
+    /// Policy verdicts computed (new connections judged, per direction).
+    pub policy_evaluations: u64,
+    /// Packets encapsulated towards the fabric.
+    pub encapsulated: u64,
+    /// Packets decapsulated from the fabric.
+    pub decapsulated: u64,
+    /// Conntrack entries aged out.
+    pub conntrack_aged: u64,
+    /// Conntrack entries flushed because their endpoint or backend went.
+    pub conntrack_flushed: u64,
+}
+
+/// What a host's routing table says about a destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Route {
+    /// A local pod.
+    Endpoint(InterfaceId),
+    /// Another host's block, via these hosts.
+    Remote(Vec<Ipv4Addr>),
+    /// One of our own blocks: an unallocated address.
+    Blackhole,
+}
+
+#[derive(Clone, Debug)]
+struct Endpoint {
+    name: String,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    policy: EndpointPolicy,
+}
+
+/// What conntrack remembers of one direction of a connection: the translation its packets get.
+pub type ConntrackEntry = FlowEntry<Option<Rewrite>>;
+
+/// One Calico host: routing table, felix's policy, kube-proxy's NAT, connection tracking.
+#[derive(Clone, Debug)]
+pub struct CalicoHost {
+    config: CalicoConfig,
+    endpoints: BTreeMap<InterfaceId, Endpoint>,
+    routes: RouteTable<Route>,
+    /// Learnt routes, kept apart so that removing an endpoint or a block restores them.
+    learnt: BTreeMap<Ipv4Net, Vec<Ipv4Addr>>,
+    store: PolicyStore,
+    services: BTreeMap<ServiceKey, Vec<(Ipv4Addr, u16)>>,
+    conntrack: FlowTable<Option<Rewrite>>,
+    counters: CalicoCounters,
+    /// Draws of kube-proxy's `statistic` rules so far.
+    nat_draws: u64,
+    next_ip_ident: u16,
+    next_aging: Option<SimTime>,
+}
+
+const CONNTRACK_VRF: VrfId = VrfId(0);
+
+impl CalicoHost {
+    /// A host with nothing programmed.
+    pub fn new(config: CalicoConfig) -> Self {
+        let conntrack = FlowTable::new(config.conntrack_max);
+        CalicoHost {
+            config,
+            endpoints: BTreeMap::new(),
+            routes: RouteTable::new(),
+            learnt: BTreeMap::new(),
+            store: PolicyStore::default(),
+            services: BTreeMap::new(),
+            conntrack,
+            counters: CalicoCounters::default(),
+            nat_draws: 0,
+            next_ip_ident: 0,
+            next_aging: None,
+        }
+    }
+
+    /// The host's settings.
+    pub fn config(&self) -> &CalicoConfig {
+        &self.config
+    }
+
+    /// The host's counters.
+    pub fn counters(&self) -> &CalicoCounters {
+        &self.counters
+    }
+
+    /// Routes in the table (endpoints, blocks and learnt routes).
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Conntrack entries in use.
+    pub fn conntrack_len(&self) -> usize {
+        self.conntrack.len()
+    }
+
+    /// The policy store (IP sets and chains), for inspection.
+    pub fn policy_store(&self) -> &PolicyStore {
+        &self.store
+    }
+
+    /// An endpoint's name.
+    pub fn endpoint_name(&self, id: InterfaceId) -> Option<&str> {
+        self.endpoints.get(&id).map(|e| e.name.as_str())
+    }
+
+    /// The next hops a destination is routed to: `Some(empty)` for a local pod or blackhole.
+    pub fn next_hops(&self, destination: Ipv4Addr) -> Option<Vec<Ipv4Addr>> {
+        self.routes.lookup(destination).map(|(_, route)| match route {
+            Route::Remote(hops) => hops.clone(),
+            Route::Endpoint(_) | Route::Blackhole => Vec::new(),
+        })
+    }
+
+    /// Applies one command.
+    pub fn handle_command(
+        &mut self,
+        _now: SimTime,
+        command: CalicoCommand,
+    ) -> Result<(), CalicoCommandError> {
+        match command {
+            CalicoCommand::AddEndpoint { id, name, ip, mac } => {
+                if self.endpoints.contains_key(&id) {
+                    return Err(CalicoCommandError::DuplicateEndpoint(id));
+                }
+                self.routes.insert(Ipv4Net::from(ip), Route::Endpoint(id));
+                self.endpoints.insert(id, Endpoint { name, ip, mac, policy: EndpointPolicy::default() });
+            }
+            CalicoCommand::RemoveEndpoint(id) => {
+                let endpoint = self.endpoints.remove(&id).ok_or(CalicoCommandError::UnknownEndpoint(id))?;
+                let host = Ipv4Net::from(endpoint.ip);
+                self.routes.remove(host);
+                if let Some(hops) = self.learnt.get(&host) {
+                    self.routes.insert(host, Route::Remote(hops.clone()));
+                }
+                // The CNI plugin's teardown: the pod's connections go with it.
+                self.flush(|tuple, _| tuple.src == endpoint.ip || tuple.dst == endpoint.ip);
+            }
+            CalicoCommand::SetEndpointPolicy { id, policy } => {
+                self.endpoints.get_mut(&id).ok_or(CalicoCommandError::UnknownEndpoint(id))?.policy = policy;
+            }
+            CalicoCommand::SetIpSet { id, members } => self.store.set_ipset(id, members),
+            CalicoCommand::RemoveIpSet(id) => self.store.remove_ipset(id),
+            CalicoCommand::SetPolicy { id, chains } => self.store.set_policy(id, chains),
+            CalicoCommand::RemovePolicy(id) => self.store.remove_policy(id),
+            CalicoCommand::SetRoute { prefix, mut next_hops } => {
+                if next_hops.is_empty() {
+                    return Err(CalicoCommandError::NoNextHop(prefix));
+                }
+                next_hops.sort_unstable();
+                next_hops.dedup();
+                self.learnt.insert(prefix, next_hops.clone());
+                // Local routes (a pod's /32, our own block) win over learnt ones.
+                if !matches!(self.routes.get(prefix), Some(Route::Endpoint(_) | Route::Blackhole)) {
+                    self.routes.insert(prefix, Route::Remote(next_hops));
+                }
+            }
+            CalicoCommand::RemoveRoute(prefix) => {
+                self.learnt.remove(&prefix);
+                if matches!(self.routes.get(prefix), Some(Route::Remote(_))) {
+                    self.routes.remove(prefix);
+                }
+            }
+            CalicoCommand::AddLocalBlock(prefix) => {
+                self.routes.insert(prefix, Route::Blackhole);
+            }
+            CalicoCommand::RemoveLocalBlock(prefix) => {
+                if matches!(self.routes.get(prefix), Some(Route::Blackhole)) {
+                    self.routes.remove(prefix);
+                    if let Some(hops) = self.learnt.get(&prefix) {
+                        self.routes.insert(prefix, Route::Remote(hops.clone()));
+                    }
+                }
+            }
+            CalicoCommand::SetService { key, backends } => {
+                // kube-proxy flushes the connections of backends that went (its conntrack
+                // cleanup), so that no new packet is sent to a deleted pod.
+                let gone: Vec<(Ipv4Addr, u16)> = self
+                    .services
+                    .get(&key)
+                    .map(|old| old.iter().filter(|b| !backends.contains(b)).copied().collect())
+                    .unwrap_or_default();
+                self.services.insert(key, backends);
+                self.flush_backends(key, &gone);
+            }
+            CalicoCommand::RemoveService(key) => {
+                let gone = self.services.remove(&key).unwrap_or_default();
+                self.flush_backends(key, &gone);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the connections to `key` translated to one of `backends`.
+    fn flush_backends(&mut self, key: ServiceKey, backends: &[(Ipv4Addr, u16)]) {
+        if backends.is_empty() {
+            return;
+        }
+        self.flush(|tuple, rewrite| {
+            (tuple.dst, tuple.dst_port, tuple.protocol) == key
+                && rewrite.and_then(|r| r.dst).is_some_and(|dst| backends.contains(&dst))
+        });
+    }
+
+    /// Removes the conntrack pairs whose entry matches (visited in slot order: deterministic).
+    fn flush(&mut self, matches: impl Fn(&FiveTuple, Option<Rewrite>) -> bool) {
+        let keys: Vec<FlowKey> =
+            self.conntrack.iter().filter(|e| matches(&e.key.tuple, e.action)).map(|e| e.key).collect();
+        for key in keys {
+            if self.conntrack.get(&key).is_some() {
+                self.conntrack.remove_pair(&key);
+                self.counters.conntrack_flushed += 1;
+            }
+        }
+    }
+
+    fn drop(&mut self, reason: DropReason, frame: Vec<u8>) -> Forward {
+        *self.counters.drops.entry(reason).or_default() += 1;
+        Forward::Drop { reason, frame }
+    }
+
+    /// kube-proxy's choice among `n` backends: rule `i` matches with probability 1/(n-i).
+    fn pick_backend(&mut self, n: usize) -> usize {
+        for index in 0..n - 1 {
+            self.nat_draws += 1;
+            let draw = mix64(self.config.nat_seed ^ mix64(self.nat_draws));
+            // A uniform draw in [0, 1) below 1/(n - index).
+            if (draw >> 11) as f64 * (1.0 / (1u64 << 53) as f64) * ((n - index) as f64) < 1.0 {
+                return index;
+            }
+        }
+        n - 1
+    }
+
+    fn packet_from_endpoint(&mut self, now: SimTime, id: InterfaceId, mut frame: Vec<u8>) -> Forward {
+        let Some(endpoint) = self.endpoints.get(&id) else {
+            return self.drop(DropReason::UnknownInterface, frame);
+        };
+        let inner = match check_ipv4(&frame, ETHERNET_HEADER_LEN) {
+            Ok(inner) => inner,
+            Err(reason) => return self.drop(reason, frame),
+        };
+        let tuple = inner.tuple;
+        if tuple.src != endpoint.ip {
+            // Calico's anti-spoofing: a workload sends only from its own address.
+            return self.drop(DropReason::SourceMismatch, frame);
+        }
+        let key = FlowKey { vrf: CONNTRACK_VRF, tuple };
+        let translation = match self.conntrack.hit(&key, now) {
+            Some(entry) => {
+                self.counters.conntrack_hits += 1;
+                entry.action
+            }
+            None => match self.admit_from_endpoint(now, id, tuple) {
+                Ok(translation) => translation,
+                Err(reason) => return self.drop(reason, frame),
+            },
+        };
+        if let Some(translation) = translation {
+            apply_rewrite(&mut frame, translation);
+        }
+        self.route_out(now, frame, &tuple)
+    }
+
+    /// Judges a new connection from a local endpoint: service NAT, egress policy, then (for a
+    /// local destination) its ingress policy; on success records it in conntrack.
+    fn admit_from_endpoint(
+        &mut self,
+        now: SimTime,
+        id: InterfaceId,
+        tuple: FiveTuple,
+    ) -> Result<Option<Rewrite>, DropReason> {
+        let service = (tuple.dst, tuple.dst_port, tuple.protocol);
+        let mut translated = tuple;
+        let mut dnat = None;
+        if let Some(backends) = self.services.get(&service) {
+            if backends.is_empty() {
+                return Err(DropReason::NatNoMapping);
+            }
+            let n = backends.len();
+            let chosen = self.pick_backend(n);
+            let (address, port) = self.services[&service][chosen];
+            translated.dst = address;
+            translated.dst_port = port;
+            dnat = Some(Rewrite { src: None, dst: Some((address, port)) });
+        }
+        let view = flow_view(&translated);
+        let egress = self.endpoints[&id].policy.egress.as_deref();
+        self.counters.policy_evaluations += 1;
+        if self.store.evaluate(egress, Direction::Egress, &view).0 == Verdict::Deny {
+            return Err(DropReason::Policy);
+        }
+        match self.routes.lookup(translated.dst).map(|(_, route)| route) {
+            Some(Route::Endpoint(target)) => {
+                let ingress = self.endpoints[target].policy.ingress.as_deref();
+                self.counters.policy_evaluations += 1;
+                if self.store.evaluate(ingress, Direction::Ingress, &view).0 == Verdict::Deny {
+                    return Err(DropReason::Policy);
+                }
+            }
+            Some(Route::Remote(_)) => {}
+            Some(Route::Blackhole) | None => return Err(DropReason::NoRoute),
+        }
+        let unnat = dnat.map(|_| Rewrite { src: Some((tuple.dst, tuple.dst_port)), dst: None });
+        self.track(now, tuple, dnat, reversed(&translated), unnat)?;
+        self.counters.nat_connections += u64::from(dnat.is_some());
+        Ok(dnat)
+    }
+
+    /// Records a connection: its first direction and the replies' direction.
+    fn track(
+        &mut self,
+        now: SimTime,
+        forward: FiveTuple,
+        forward_rewrite: Option<Rewrite>,
+        reply: FiveTuple,
+        reply_rewrite: Option<Rewrite>,
+    ) -> Result<(), DropReason> {
+        let entry = |tuple, action| FlowEntry {
+            key: FlowKey { vrf: CONNTRACK_VRF, tuple },
+            action,
+            reverse: None,
+            created: now,
+            last_used: now,
+            packets: 1,
+            ecmp: None,
+        };
+        self.conntrack
+            .insert_pair(entry(forward, forward_rewrite), Some(entry(reply, reply_rewrite)))
+            .map_err(|_| DropReason::FlowTableFull)?;
+        self.counters.connections += 1;
+        if self.next_aging.is_none() {
+            self.next_aging = Some(now + self.config.conntrack_idle_timeout);
+        }
+        Ok(())
+    }
+
+    /// Routes a (translated) packet out: to a local pod, or towards the next hop's host.
+    fn route_out(&mut self, _now: SimTime, mut frame: Vec<u8>, original: &FiveTuple) -> Forward {
+        let at = ETHERNET_HEADER_LEN;
+        let destination = Ipv4Addr::from([frame[at + 16], frame[at + 17], frame[at + 18], frame[at + 19]]);
+        let next = match self.routes.lookup(destination).map(|(_, route)| route) {
+            Some(Route::Endpoint(target)) => Ok(*target),
+            Some(Route::Remote(hops)) => Err(match hops.len() {
+                1 => hops[0],
+                n => hops[(original.hash(self.config.ecmp_seed) % n as u64) as usize],
+            }),
+            Some(Route::Blackhole) | None => return self.drop(DropReason::NoRoute, frame),
+        };
+        if !decrement_ttl(&mut frame[at..]) {
+            return self.drop(DropReason::TtlExpired, frame);
+        }
+        match next {
+            Ok(target) => {
+                let mac = self.endpoints[&target].mac;
+                set_ethernet(&mut frame, at, mac, CALICO_GATEWAY_MAC);
+                Forward::Interface(target, frame)
+            }
+            Err(next_hop) => match self.encapsulate(&mut frame, next_hop, original) {
+                Ok(()) => Forward::Fabric(frame),
+                Err(reason) => self.drop(reason, frame),
+            },
+        }
+    }
+
+    /// Puts the routed packet on the uplink towards `next_hop`, encapsulated as configured.
+    fn encapsulate(
+        &mut self,
+        frame: &mut Vec<u8>,
+        next_hop: Ipv4Addr,
+        tuple: &FiveTuple,
+    ) -> Result<(), DropReason> {
+        let encapsulation = self.config.encapsulation;
+        let inner_len = frame.len() - ETHERNET_HEADER_LEN;
+        let outer_len = inner_len + encapsulation.overhead();
+        if outer_len > self.config.underlay_mtu as usize {
+            return Err(DropReason::MtuExceeded);
+        }
+        set_ethernet(frame, ETHERNET_HEADER_LEN, UNDERLAY_GATEWAY_MAC, self.config.host_mac);
+        if encapsulation == CalicoEncapsulation::None {
+            return Ok(());
+        }
+        let overhead = encapsulation.overhead();
+        let old_len = frame.len();
+        frame.resize(old_len + overhead, 0);
+        frame.copy_within(ETHERNET_HEADER_LEN..old_len, ETHERNET_HEADER_LEN + overhead);
+        let ident = self.next_ip_ident;
+        self.next_ip_ident = self.next_ip_ident.wrapping_add(1);
+        let protocol = if encapsulation == CalicoEncapsulation::IpIp { IP_PROTO_IPIP } else { IP_PROTO_UDP };
+        let header = outer_header(self.config.host_ip, next_hop, protocol, ident, outer_len);
+        let ip = ETHERNET_HEADER_LEN;
+        frame[ip..ip + 20].copy_from_slice(&header);
+        if encapsulation == CalicoEncapsulation::Vxlan {
+            let l4 = ip + 20;
+            // RFC 7348: the source port carries a hash of the inner flow for underlay ECMP.
+            let source_port = 49152 + (tuple.hash(self.config.ecmp_seed) % 16384) as u16;
+            frame[l4..l4 + 2].copy_from_slice(&source_port.to_be_bytes());
+            frame[l4 + 2..l4 + 4].copy_from_slice(&VXLAN_UDP_PORT.to_be_bytes());
+            frame[l4 + 4..l4 + 6].copy_from_slice(&((outer_len - 20) as u16).to_be_bytes());
+            frame[l4 + 6..l4 + 8].fill(0);
+            frame[l4 + 8..l4 + 16].copy_from_slice(&Vxlan { vni: CALICO_VNI }.to_bytes());
+            let inner_ethernet = l4 + 16;
+            frame[inner_ethernet..inner_ethernet + 6].copy_from_slice(&vxlan_mac(next_hop));
+            frame[inner_ethernet + 6..inner_ethernet + 12].copy_from_slice(&vxlan_mac(self.config.host_ip));
+            frame[inner_ethernet + 12..inner_ethernet + 14].copy_from_slice(&[0x08, 0x00]);
+        }
+        self.counters.encapsulated += 1;
+        Ok(())
+    }
+
+    /// Strips an IP-in-IP or VXLAN header addressed to this host, leaving the inner IP packet
+    /// behind the Ethernet header; a plain packet is left as it is.
+    fn decapsulate(&mut self, frame: &mut Vec<u8>) -> Result<(), DropReason> {
+        let ip = ETHERNET_HEADER_LEN;
+        let header_len = check_ip_header(frame, ip)?;
+        let protocol = frame[ip + 9];
+        let destination = Ipv4Addr::from([frame[ip + 16], frame[ip + 17], frame[ip + 18], frame[ip + 19]]);
+        let total = usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
+        let inner_at = match protocol {
+            IP_PROTO_IPIP => ip + header_len,
+            IP_PROTO_UDP
+                if frame.get(ip + header_len + 2..ip + header_len + 4)
+                    == Some(&VXLAN_UDP_PORT.to_be_bytes()) =>
+            {
+                let vxlan = ip + header_len + 8;
+                let Some(Vxlan { vni }) = frame.get(vxlan..).and_then(Vxlan::parse) else {
+                    return Err(DropReason::Malformed);
+                };
+                if vni != CALICO_VNI {
+                    return Err(DropReason::UnknownVni);
+                }
+                vxlan + VXLAN_LEN + ETHERNET_HEADER_LEN
+            }
+            _ => return Ok(()),
+        };
+        if destination != self.config.host_ip {
+            return Err(DropReason::NotForHost);
+        }
+        if inner_at >= ip + total {
+            return Err(DropReason::Malformed);
+        }
+        frame.truncate(ip + total);
+        frame.copy_within(inner_at.., ip);
+        frame.truncate(frame.len() - (inner_at - ip));
+        self.counters.decapsulated += 1;
+        Ok(())
+    }
+
+    fn packet_from_fabric(&mut self, now: SimTime, mut frame: Vec<u8>) -> Forward {
+        if let Err(reason) = self.decapsulate(&mut frame) {
+            return self.drop(reason, frame);
+        }
+        let inner = match check_ipv4(&frame, ETHERNET_HEADER_LEN) {
+            Ok(inner) => inner,
+            Err(reason) => return self.drop(reason, frame),
+        };
+        let tuple = inner.tuple;
+        let key = FlowKey { vrf: CONNTRACK_VRF, tuple };
+        let translation = match self.conntrack.hit(&key, now) {
+            Some(entry) => {
+                self.counters.conntrack_hits += 1;
+                entry.action
+            }
+            None => {
+                let target = match self.routes.lookup(tuple.dst).map(|(_, route)| route) {
+                    Some(Route::Endpoint(target)) => *target,
+                    // A host forwards only to its own pods: anything else is misrouted.
+                    Some(Route::Remote(_)) => return self.drop(DropReason::NotForHost, frame),
+                    Some(Route::Blackhole) | None => return self.drop(DropReason::NoRoute, frame),
+                };
+                let ingress = self.endpoints[&target].policy.ingress.as_deref();
+                self.counters.policy_evaluations += 1;
+                if self.store.evaluate(ingress, Direction::Ingress, &flow_view(&tuple)).0 == Verdict::Deny {
+                    return self.drop(DropReason::Policy, frame);
+                }
+                if let Err(reason) = self.track(now, tuple, None, reversed(&tuple), None) {
+                    return self.drop(reason, frame);
+                }
+                None
+            }
+        };
+        if let Some(translation) = translation {
+            apply_rewrite(&mut frame, translation);
+        }
+        let at = ETHERNET_HEADER_LEN;
+        let destination = Ipv4Addr::from([frame[at + 16], frame[at + 17], frame[at + 18], frame[at + 19]]);
+        let Some(Route::Endpoint(target)) = self.routes.lookup(destination).map(|(_, route)| route).cloned()
+        else {
+            return self.drop(DropReason::NotForHost, frame);
+        };
+        if !decrement_ttl(&mut frame[at..]) {
+            return self.drop(DropReason::TtlExpired, frame);
+        }
+        let mac = self.endpoints[&target].mac;
+        set_ethernet(&mut frame, at, mac, CALICO_GATEWAY_MAC);
+        Forward::Interface(target, frame)
+    }
+}
+
+impl DataPlane for CalicoHost {
+    fn handle_packet(&mut self, now: SimTime, port: Port, frame: Vec<u8>) -> Forward {
+        match port {
+            Port::Interface(id) => self.packet_from_endpoint(now, id, frame),
+            Port::Fabric => self.packet_from_fabric(now, frame),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: SimTime) {
+        let Some(due) = self.next_aging else { return };
+        if now < due {
+            return;
+        }
+        self.counters.conntrack_aged += self.conntrack.expire(now, self.config.conntrack_idle_timeout) as u64;
+        // Sweep again after half a timeout while connections remain: idle ones live at most 1.5x.
+        self.next_aging = (!self.conntrack.is_empty())
+            .then(|| now + SimDuration::from_nanos(self.config.conntrack_idle_timeout.as_nanos() / 2));
+    }
+
+    fn poll_timeout(&self) -> Option<SimTime> {
+        self.next_aging
+    }
+}
+
+/// The MAC of a host's `vxlan.calico` device, derived from its underlay address.
+pub fn vxlan_mac(host: Ipv4Addr) -> [u8; 6] {
+    let o = host.octets();
+    [0x66, 0xee, o[0], o[1], o[2], o[3]]
+}
+
+fn flow_view(tuple: &FiveTuple) -> FlowView {
+    FlowView {
+        src: tuple.src,
+        src_vn: None,
+        dst: tuple.dst,
+        dst_vn: None,
+        protocol: tuple.protocol,
+        dst_port: tuple.dst_port,
+    }
+}
+
+/// Applies a NAT rewrite to the IP packet behind the Ethernet header.
+fn apply_rewrite(frame: &mut [u8], translation: Rewrite) {
+    let packet = &mut frame[ETHERNET_HEADER_LEN..];
+    if let Some((address, port)) = translation.src {
+        rewrite(packet, End::Source, address, port);
+    }
+    if let Some((address, port)) = translation.dst {
+        rewrite(packet, End::Destination, address, port);
+    }
+}
+
+#[cfg(test)]
+mod tests;
