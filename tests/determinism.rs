@@ -22,12 +22,14 @@ fn parallel_runs_match_sequential_runs() {
     let base = shipped("fabric-baseline.toml");
     let failover = shipped("fabric-failover.toml");
     let overlay = shipped("petstore-overlay.toml");
-    let scenarios: Vec<_> = (0..4u64)
+    let calico = shipped("petstore-calico.toml");
+    let scenarios: Vec<_> = (0..5u64)
         .map(|i| {
-            let mut scenario = match i % 3 {
+            let mut scenario = match i % 4 {
                 0 => base.clone(),
                 1 => failover.clone(),
-                _ => overlay.clone(),
+                2 => overlay.clone(),
+                _ => calico.clone(),
             };
             scenario.seed = 100 + i;
             // Keep the runs short: the failover scenario's failures are in the first 400 ms.
@@ -42,7 +44,7 @@ fn parallel_runs_match_sequential_runs() {
     let sequential: Vec<String> = scenarios.iter().map(|s| run(s).trace_hash).collect();
     let parallel: Vec<String> = scenarios.par_iter().map(|s| run(s).trace_hash).collect();
     assert_eq!(sequential, parallel);
-    // And the four runs really differ from each other.
+    // And the five runs really differ from each other.
     let distinct: std::collections::BTreeSet<_> = sequential.iter().collect();
-    assert_eq!(distinct.len(), 4);
+    assert_eq!(distinct.len(), 5);
 }

@@ -1,7 +1,8 @@
-//! `netsim reach` through the overlay agrees with the reference evaluator: on the upstream netpol
-//! model with classic policies, on random pods, labels and policies, and on the seeds' labels.
+//! `netsim reach` through the overlay and through Calico agrees with the reference evaluator: on
+//! the upstream netpol model with classic policies, on random pods, labels and policies (both
+//! data planes allow and deny exactly the same connections), and on the seeds' labels.
 
-use netsim::reach::{Reach, reach};
+use netsim::reach::{Reach, ReachPlane, reach};
 use netsim_control::k8s::manifest;
 use netsim_control::network_manager::Isolation;
 use proptest::prelude::*;
@@ -32,9 +33,9 @@ fn policy(name: &str, ns: &str, spec: &str) -> String {
     )
 }
 
-fn probe(text: &str, isolation: Isolation) -> Reach {
+fn probe(text: &str, plane: ReachPlane, isolation: Isolation) -> Reach {
     let (objects, _) = manifest::parse("test.yaml", text).unwrap_or_else(|e| panic!("{e:?}"));
-    reach(objects, &[], isolation).unwrap_or_else(|e| panic!("{e:?}"))
+    reach(objects, &[], plane, isolation).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 fn assert_conforms(reach: &Reach) {
@@ -47,7 +48,7 @@ fn denied(reach: &Reach) -> usize {
 }
 
 #[test]
-fn classic_policies_through_the_overlay() {
+fn classic_policies_through_both_data_planes() {
     let cases = [
         (String::new(), 0),
         (policy("deny", "x", "  podSelector: {}\n"), 2 * 3 * 8),
@@ -72,10 +73,12 @@ fn classic_policies_through_the_overlay() {
         ),
     ];
     for (policies, expected_denied) in cases {
-        let reach = probe(&model(&policies), Isolation::NetworkPolicy);
-        assert_eq!(reach.probes.len(), 9 * 8 * 2);
-        assert_conforms(&reach);
-        assert_eq!(denied(&reach), expected_denied, "{policies}");
+        for plane in [ReachPlane::Overlay, ReachPlane::Calico] {
+            let reach = probe(&model(&policies), plane, Isolation::NetworkPolicy);
+            assert_eq!(reach.probes.len(), 9 * 8 * 2);
+            assert_conforms(&reach);
+            assert_eq!(denied(&reach), expected_denied, "{plane:?}\n{policies}");
+        }
     }
 }
 
@@ -83,7 +86,7 @@ fn classic_policies_through_the_overlay() {
 fn the_seeds_label_model_through_the_overlay() {
     let text =
         std::fs::read_to_string(netsim_tests::root().join("scenarios/k8s/petstore.yaml")).expect("petstore");
-    let reach = probe(&text, Isolation::UsesLabels);
+    let reach = probe(&text, ReachPlane::Overlay, Isolation::UsesLabels);
     assert_conforms(&reach);
     // Pod to pod, only collections talk among themselves: bps has no ports; the frontends
     // reach each other on 3000, the slaves each other on 6379.
@@ -162,12 +165,19 @@ fn random_policy() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// Random policies: the overlay's reachability equals the reference evaluator's, probe for
-    /// probe.
+    /// Random policies: the overlay's and Calico's reachability both equal the reference
+    /// evaluator's, probe for probe — so the same workload is allowed and denied exactly the
+    /// same connections under both data planes.
     #[test]
-    fn random_policies_conform(policies in prop::collection::vec(random_policy(), 1..4)) {
-        let reach = probe(&model(&policies.concat()), Isolation::NetworkPolicy);
-        let mismatches: Vec<_> = reach.mismatches().cloned().collect();
-        prop_assert!(mismatches.is_empty(), "{} disagree, e.g. {:?}\n{}", mismatches.len(), mismatches.first(), policies.concat());
+    fn random_policies_conform_on_both_data_planes(policies in prop::collection::vec(random_policy(), 1..4)) {
+        let text = model(&policies.concat());
+        let overlay = probe(&text, ReachPlane::Overlay, Isolation::NetworkPolicy);
+        let calico = probe(&text, ReachPlane::Calico, Isolation::NetworkPolicy);
+        for reach in [&overlay, &calico] {
+            let mismatches: Vec<_> = reach.mismatches().cloned().collect();
+            prop_assert!(mismatches.is_empty(), "{}: {} disagree, e.g. {:?}\n{}", reach.dataplane, mismatches.len(), mismatches.first(), policies.concat());
+        }
+        let results = |reach: &Reach| reach.probes.iter().map(|p| (p.from.clone(), p.to.clone(), p.port, p.result)).collect::<Vec<_>>();
+        prop_assert_eq!(results(&overlay), results(&calico));
     }
 }

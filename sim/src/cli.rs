@@ -5,6 +5,7 @@
 //! cannot be written.
 
 use std::io::IsTerminal;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -19,6 +20,8 @@ use crate::reach;
 use crate::results::Results;
 use crate::runner::{self, RunOptions};
 use crate::scenario::Scenario;
+use crate::suite::{self, CheckOptions, Shard};
+use crate::sweep::{self, Seeds, SweepOptions};
 
 /// A deterministic packet-level simulator of Kubernetes pod networking.
 #[derive(Parser, Debug)]
@@ -66,6 +69,53 @@ enum Command {
         #[arg(long, value_name = "AFTER", num_args = 1..)]
         compare: Vec<PathBuf>,
     },
+    /// Run a suite of scenarios in parallel for CI: a table, JUnit XML and a markdown summary.
+    Check {
+        /// Scenario files, or directories searched recursively for *.toml.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Threads to run scenarios on [default: the available parallelism].
+        #[arg(long, value_name = "N", value_parser = suite::parse_jobs)]
+        jobs: Option<NonZeroUsize>,
+        /// Run only part K of N of the sorted suite (1 <= K <= N); the N parts partition it.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<Shard>,
+        /// Write a JUnit XML report: a testsuite per scenario, a testcase per check.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Write a markdown summary for a pull-request comment.
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<PathBuf>,
+        /// Where to write <scenario stem>/results.json.
+        #[arg(long, value_name = "DIR", default_value = "out/check")]
+        out: PathBuf,
+        /// No progress lines and no table: only failures and the final count.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run one scenario over a range of seeds in parallel; show each number's distribution.
+    Sweep {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// The seeds: A..B (both included) or a single seed A.
+        #[arg(long, value_name = "A..B")]
+        seeds: Seeds,
+        /// Threads to run seeds on [default: the available parallelism].
+        #[arg(long, value_name = "N", value_parser = suite::parse_jobs)]
+        jobs: Option<NonZeroUsize>,
+        /// Run only part K of N of the seeds (by position in the range).
+        #[arg(long, value_name = "K/N")]
+        shard: Option<Shard>,
+        /// Where to write seed-N/results.json [default: out/sweep/<scenario name>].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Write the distributions and a row per seed as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Parse and validate scenario files without running them.
     Validate {
         /// Scenario files (TOML).
@@ -79,6 +129,8 @@ enum Command {
 enum DataplaneArg {
     /// The OpenContrail-style overlay.
     Overlay,
+    /// Calico: routed IP, felix's policy chains, kube-proxy.
+    Calico,
 }
 
 /// Isolation models.
@@ -103,12 +155,24 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run { scenario, seed, out, quiet, pcap } => run(&scenario, seed, out, quiet, pcap),
         Command::Validate { scenarios } => validate(&scenarios),
-        Command::Reach { manifests, dataplane: DataplaneArg::Overlay, isolation, json, compare } => {
+        Command::Check { paths, jobs, shard, junit, markdown, out, quiet } => {
+            let shard = shard.unwrap_or(Shard::ALL);
+            suite::check_command(&CheckOptions { paths, jobs, shard, junit, markdown, out, quiet })
+        }
+        Command::Sweep { scenario, seeds, jobs, shard, out, json, quiet } => {
+            let shard = shard.unwrap_or(Shard::ALL);
+            sweep::sweep_command(&SweepOptions { scenario, seeds, jobs, shard, out, json, quiet })
+        }
+        Command::Reach { manifests, dataplane, isolation, json, compare } => {
+            let plane = match dataplane {
+                DataplaneArg::Overlay => reach::ReachPlane::Overlay,
+                DataplaneArg::Calico => reach::ReachPlane::Calico,
+            };
             let isolation = match isolation {
                 IsolationArg::NetworkPolicy => Isolation::NetworkPolicy,
                 IsolationArg::UsesLabels => Isolation::UsesLabels,
             };
-            reach_command(&manifests, isolation, json, &compare)
+            reach_command(&manifests, plane, isolation, json, &compare)
         }
     };
     ExitCode::from(code)
@@ -192,8 +256,14 @@ fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool, pcap: 
     if results.passed() { EXIT_PASS } else { EXIT_CHECK_FAILED }
 }
 
-fn reach_command(manifests: &[PathBuf], isolation: Isolation, json: bool, compare: &[PathBuf]) -> u8 {
-    let probe = |paths: &[PathBuf]| match reach::reach_files(paths, isolation) {
+fn reach_command(
+    manifests: &[PathBuf],
+    plane: reach::ReachPlane,
+    isolation: Isolation,
+    json: bool,
+    compare: &[PathBuf],
+) -> u8 {
+    let probe = |paths: &[PathBuf]| match reach::reach_files(paths, plane, isolation) {
         Ok(result) => Some(result),
         Err(errors) => {
             for error in errors {
@@ -254,7 +324,7 @@ fn validate(paths: &[PathBuf]) -> u8 {
 }
 
 /// A scenario name made safe as a directory name.
-fn file_safe(name: &str) -> String {
+pub(crate) fn file_safe(name: &str) -> String {
     let safe: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })

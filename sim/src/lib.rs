@@ -10,6 +10,9 @@
 //! - [`reach`]: `netsim reach`, the reachability matrix by real probes, judged against the
 //!   reference NetworkPolicy (or label) evaluator.
 //! - [`results`]: `results.json` and the summary table.
+//! - [`suite`]: `netsim check`, a suite of scenarios run in parallel, with its table and
+//!   markdown summary; [`junit`]: its JUnit XML report.
+//! - [`sweep`]: `netsim sweep`, one scenario over a range of seeds, with distributions.
 //! - [`cli`]: the `netsim` command.
 //!
 //! **Architecture invariant:** this crate is the only one that schedules events or reads the
@@ -20,10 +23,13 @@ pub mod checks;
 pub mod cli;
 pub mod control_channel;
 pub mod engine;
+pub mod junit;
 pub mod pcap;
 pub mod reach;
 pub mod results;
 pub mod runner;
 pub mod scenario;
+pub mod suite;
+pub mod sweep;
 pub mod traffic;
 pub mod units;

@@ -18,12 +18,14 @@ use netsim_control::network_manager::Isolation;
 use netsim_control::{labels, netpol};
 use netsim_core::{SimDuration, SimTime};
 use netsim_fabric::FabricConfig;
+use netsim_vrouter::calico::CalicoEncapsulation;
 use netsim_vrouter::overlay::Encapsulation;
 use serde::Serialize;
 
 use crate::runner::{self, RunOptions};
 use crate::scenario::{
-    Dataplane, EVENTS_MAX_DEFAULT, Endpoints, OverlaySpec, Pattern, PodTarget, Scenario, TrafficSpec,
+    BgpTopology, CalicoSettings, ClusterSpec, Dataplane, EVENTS_MAX_DEFAULT, Endpoints, Pattern, PodTarget,
+    Scenario, TrafficSpec,
 };
 use crate::units::PacketRate;
 
@@ -89,9 +91,30 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<Objects, Vec<String>> {
     if errors.is_empty() { Ok(objects) } else { Err(errors) }
 }
 
-/// Probes every pod pair of `objects` through the overlay under `isolation`.
-pub fn reach(objects: Objects, manifests: &[PathBuf], isolation: Isolation) -> Result<Reach, Vec<String>> {
+/// The data planes `reach` can probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReachPlane {
+    /// The OpenContrail-style overlay (either isolation model).
+    Overlay,
+    /// Calico (Kubernetes NetworkPolicy only).
+    Calico,
+}
+
+/// Probes every pod pair of `objects` through `plane` under `isolation`.
+pub fn reach(
+    objects: Objects,
+    manifests: &[PathBuf],
+    plane: ReachPlane,
+    isolation: Isolation,
+) -> Result<Reach, Vec<String>> {
+    if plane == ReachPlane::Calico && isolation == Isolation::UsesLabels {
+        return Err(vec![
+            "error: calico isolates pods by NetworkPolicy only (--isolation network-policy)".into(),
+        ]);
+    }
     let fabric = FabricConfig::default();
+    // Both data planes get the same addresses (cluster-wide IPAM; Calico then announces /32s),
+    // so that address blocks in policies select the same pods and results compare.
     let cluster = Cluster::build(ClusterConfig { hosts: fabric.hosts, ..ClusterConfig::default() }, objects)
         .map_err(|errors| errors.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>())?;
     let mut probes = Vec::new();
@@ -143,17 +166,25 @@ pub fn reach(objects: Objects, manifests: &[PathBuf], isolation: Isolation) -> R
         duration,
         events_max: EVENTS_MAX_DEFAULT,
         fabric,
-        dataplane: Dataplane::Overlay(Box::new(OverlaySpec {
-            cluster,
-            manifests: manifests.to_vec(),
-            encapsulation: Encapsulation::MplsOverUdp,
-            flows_max: 512 * 1024,
-            flow_idle_timeout: SimDuration::from_secs(60),
-            isolation,
-            propagation_delay: SimDuration::ZERO,
-            propagation_jitter: SimDuration::ZERO,
-            control_nodes: vec![0],
-        })),
+        dataplane: (if plane == ReachPlane::Calico { Dataplane::Calico } else { Dataplane::Overlay })(
+            Box::new(ClusterSpec {
+                cluster,
+                manifests: manifests.to_vec(),
+                encapsulation: Encapsulation::MplsOverUdp,
+                flows_max: 512 * 1024,
+                flow_idle_timeout: SimDuration::from_secs(60),
+                isolation,
+                propagation_delay: SimDuration::ZERO,
+                propagation_jitter: SimDuration::ZERO,
+                control_nodes: vec![0],
+                calico: CalicoSettings {
+                    encapsulation: CalicoEncapsulation::None,
+                    bgp: BgpTopology::FullMesh,
+                    keepalive: SimDuration::from_secs(1),
+                    hold_time: SimDuration::from_secs(3),
+                },
+            }),
+        ),
         traffic,
         events: Vec::new(),
         churn: Vec::new(),
@@ -162,7 +193,7 @@ pub fn reach(objects: Objects, manifests: &[PathBuf], isolation: Isolation) -> R
         captures: Vec::new(),
     };
     let report = runner::run(&scenario, RunOptions::default(), &mut |_| {});
-    let Dataplane::Overlay(spec) = &scenario.dataplane else { unreachable!("built above") };
+    let spec = scenario.dataplane.cluster_spec().expect("built above");
     let cluster = &spec.cluster;
     let mut results: Vec<ProbeResult> = probes
         .iter()
@@ -190,7 +221,7 @@ pub fn reach(objects: Objects, manifests: &[PathBuf], isolation: Isolation) -> R
         .collect();
     results.sort();
     Ok(Reach {
-        dataplane: "overlay",
+        dataplane: scenario.dataplane.name(),
         isolation: match isolation {
             Isolation::NetworkPolicy => "network-policy",
             Isolation::UsesLabels => "uses-labels",
@@ -286,7 +317,7 @@ pub fn compare(before: &Reach, after: &Reach) -> String {
 }
 
 /// `reach` from manifest files.
-pub fn reach_files(paths: &[PathBuf], isolation: Isolation) -> Result<Reach, Vec<String>> {
+pub fn reach_files(paths: &[PathBuf], plane: ReachPlane, isolation: Isolation) -> Result<Reach, Vec<String>> {
     let objects = load_manifests(paths)?;
-    reach(objects, paths, isolation)
+    reach(objects, paths, plane, isolation)
 }

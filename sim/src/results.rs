@@ -13,7 +13,7 @@ use crate::checks::CheckResult;
 use std::collections::BTreeMap;
 
 use crate::runner::{
-    ControlCounts, DropRecord, LatencySummary, PacketCounts, ReplyCounts, RoutingChange, RunReport,
+    BgpCounts, ControlCounts, DropRecord, LatencySummary, PacketCounts, ReplyCounts, RoutingChange, RunReport,
 };
 use crate::scenario::{FailureWindow, Scenario};
 
@@ -50,6 +50,11 @@ pub struct Results {
     /// The control channel: updates, datagrams, retransmissions, losses, failovers, convergence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlCounts>,
+    /// Calico's BGP (sessions, messages, losses, convergence) and felix's updates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpCounts>,
+    /// The data plane: `underlay`, `overlay` or `calico`.
+    pub dataplane: &'static str,
     /// One-way latency of delivered packets.
     pub latency_ns: LatencySummary,
     /// Windows in which losses are explained by failures.
@@ -113,6 +118,8 @@ impl Results {
             drops_by_layer: report.drops_by_layer,
             overlay_state: report.overlay_state.map(|(routes, flows)| OverlayState { routes, flows }),
             control: report.control,
+            bgp: report.bgp,
+            dataplane: scenario.dataplane.name(),
             latency_ns: report.latency,
             failure_windows: report.windows,
             drops_in_failure_windows: report.drops_in_windows,
@@ -188,6 +195,21 @@ impl Results {
                 control.failovers,
                 control.applied,
                 netsim_core::SimDuration(control.convergence_ns_max)
+            ));
+        }
+        if let Some(bgp) = &self.bgp {
+            lines.push(format!(
+                "bgp       {}: {} of {} sessions up, {} messages ({} updates), {} retransmitted, {} lost, {} session downs; {} route changes, slowest {} after a change",
+                bgp.topology,
+                bgp.sessions_established,
+                bgp.sessions_configured,
+                bgp.messages_sent,
+                bgp.updates_sent,
+                bgp.retransmissions,
+                bgp.lost,
+                bgp.session_downs,
+                bgp.route_changes,
+                netsim_core::SimDuration(bgp.convergence_ns_max)
             ));
         }
         for (index, check) in self.checks.iter().enumerate() {

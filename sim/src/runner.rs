@@ -9,6 +9,8 @@
 //! so that every packet sent ends up delivered or dropped (with a reason): nothing is lost from
 //! the accounting.
 
+mod calico;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use hdrhistogram::Histogram;
@@ -25,12 +27,14 @@ use crate::agent::Agent;
 use crate::control_channel::{self, ControlPacket};
 use crate::engine::{EventQueue, RngStreams, TraceHash};
 use crate::scenario::{
-    Change, ChurnRate, Dataplane, Endpoints, FailureWindow, FaultAction, OverlaySpec, Pattern, PodTarget,
+    Change, ChurnRate, ClusterSpec, Dataplane, Endpoints, FailureWindow, FaultAction, Pattern, PodTarget,
     Scenario, TrafficSpec,
 };
 use crate::traffic::{Flow, FlowAddresses, Probe, REPLY_BIT, TcpFlags, build_frame_into, unit_interval};
 use netsim_control::cluster::{Cluster, PodId};
 use netsim_control::network_manager::{AgentMessage, NetworkManager, OverlayPlan};
+
+pub use calico::BgpCounts;
 
 /// How many examples of unexplained drops a report keeps.
 const DROP_EXAMPLES_MAX: usize = 10;
@@ -75,8 +79,8 @@ pub enum CaptureTarget {
 /// The port or pod a capture name refers to, or an error saying what can be captured.
 pub fn resolve_capture(scenario: &Scenario, name: &str) -> Result<CaptureTarget, String> {
     if let Some(pod) = name.strip_prefix("pod:") {
-        let Dataplane::Overlay(overlay) = &scenario.dataplane else {
-            return Err(format!("`{name}`: pods exist only with `dataplane = \"overlay\"`"));
+        let Some(overlay) = scenario.dataplane.cluster_spec() else {
+            return Err(format!("`{name}`: pods exist only with `dataplane = \"overlay\"` or `\"calico\"`"));
         };
         let (namespace, pod) = pod.split_once('/').unwrap_or(("default", pod));
         return overlay
@@ -218,6 +222,8 @@ pub struct RunReport {
     pub overlay_state: Option<(usize, usize)>,
     /// The control channel's counters (overlay only).
     pub control: Option<ControlCounts>,
+    /// BGP and felix counters (Calico only).
+    pub bgp: Option<BgpCounts>,
 }
 
 enum Event {
@@ -229,6 +235,8 @@ enum Event {
     Churn(u32),
     ChurnRate(u32),
     ControlSend(u32),
+    BgpTimer(u32),
+    FelixApply(u32),
 }
 
 /// Trace kinds: part of the trace hash definition.
@@ -241,6 +249,8 @@ mod kind {
     pub const CHURN: u64 = 6;
     pub const CONTROL_UPDATE: u64 = 7;
     pub const CHURN_RATE: u64 = 8;
+    pub const BGP_TIMER: u64 = 9;
+    pub const FELIX_APPLY: u64 = 10;
 }
 
 /// One update on the control channel.
@@ -318,6 +328,22 @@ struct Overlay {
     control: ControlCounts,
     /// Draws of the per-host propagation jitter.
     jitter: ChaCha8Rng,
+    /// The Calico data plane and its control plane, instead of vrouters and agents.
+    calico: Option<calico::CalicoState>,
+    /// The MAC pods send to: their gateway's.
+    gateway_mac: [u8; 6],
+    /// The layer name of the hosts' drops: `vrouter` or `calico`.
+    layer: &'static str,
+}
+
+impl Overlay {
+    /// The data plane of `host`.
+    fn plane(&mut self, host: usize) -> &mut dyn DataPlane {
+        match &mut self.calico {
+            Some(calico) => calico::plane(calico, host),
+            None => &mut self.vrouters[host],
+        }
+    }
 }
 
 struct Simulation<'a> {
@@ -405,8 +431,19 @@ pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(Si
         };
         simulation.captures.push((tap, Capture { port: name.clone(), ..Capture::default() }));
     }
-    if let Dataplane::Overlay(spec) = &scenario.dataplane {
-        simulation.overlay = Some(build_overlay(spec, &simulation.fabric, &streams));
+    match &scenario.dataplane {
+        Dataplane::Overlay(spec) => {
+            simulation.overlay = Some(build_overlay(spec, &simulation.fabric, &streams, true))
+        }
+        Dataplane::Calico(spec) => {
+            let mut overlay = build_overlay(spec, &simulation.fabric, &streams, false);
+            overlay.calico = Some(calico::build(spec, &mut simulation.fabric, &streams));
+            overlay.gateway_mac = netsim_vrouter::calico::CALICO_GATEWAY_MAC;
+            overlay.layer = "calico";
+            simulation.overlay = Some(overlay);
+            simulation.start_bgp();
+        }
+        Dataplane::Underlay => {}
     }
     simulation.schedule_traffic(&streams);
     for (index, event) in scenario.events.iter().enumerate() {
@@ -497,9 +534,7 @@ impl Simulation<'_> {
                 let (host, ip, mac) = overlay.pods[pod.0 as usize];
                 let dst_ip = match to {
                     PodTarget::Service { service } => {
-                        let Dataplane::Overlay(spec) = &self.scenario.dataplane else {
-                            unreachable!("checked above")
-                        };
+                        let spec = self.scenario.dataplane.cluster_spec().expect("checked above");
                         spec.cluster.services()[*service]
                             .cluster_ip
                             .expect("validated: the service has a ClusterIP")
@@ -515,7 +550,7 @@ impl Simulation<'_> {
                 };
                 let addresses = FlowAddresses {
                     src_mac: mac,
-                    dst_mac: VROUTER_MAC,
+                    dst_mac: overlay.gateway_mac,
                     src_ip: ip,
                     dst_ip,
                     src_port,
@@ -564,6 +599,7 @@ impl Simulation<'_> {
                         FaultAction::Fail => self.fabric.fail(time, fault.element),
                         FaultAction::Recover => self.fabric.recover(time, fault.element),
                     }
+                    self.calico_fault(fault.element, fault.action == FaultAction::Recover);
                     self.schedule_fabric_timer();
                 }
                 Event::FabricTimer => {
@@ -590,10 +626,12 @@ impl Simulation<'_> {
                     self.trace.record(time, kind::VROUTER_TIMER, &[u64::from(host)]);
                     if let Some(overlay) = &mut self.overlay {
                         overlay.timers[host as usize] = None;
-                        overlay.vrouters[host as usize].handle_timeout(time);
+                        overlay.plane(host as usize).handle_timeout(time);
                     }
                     self.schedule_vrouter_timer(host);
                 }
+                Event::BgpTimer(host) => self.bgp_timer(host),
+                Event::FelixApply(update) => self.felix_apply(update),
             }
             if self.overlay_state.is_none() && time >= self.end {
                 self.record_overlay_state();
@@ -610,7 +648,9 @@ impl Simulation<'_> {
     }
 
     fn record_overlay_state(&mut self) {
-        if let Some(overlay) = &self.overlay {
+        if let Some(calico) = self.overlay.as_ref().and_then(|o| o.calico.as_ref()) {
+            self.overlay_state = Some(calico::state_size(calico));
+        } else if let Some(overlay) = &self.overlay {
             let routes = overlay.vrouters.iter().map(Vrouter::route_count).sum();
             let flows = overlay.vrouters.iter().map(|v| v.flows().len()).sum();
             self.overlay_state = Some((routes, flows));
@@ -647,6 +687,10 @@ impl Simulation<'_> {
             self.queue.push(next, Event::Generate(id));
         }
         match interface {
+            // A pod on a failed host is down with it: what it would send is lost there.
+            Some(_) if !self.fabric.is_up(Element::Node(src)) => {
+                self.record_drop("fabric", "node_down", src, frame)
+            }
             Some(interface) => self.send_from_pod(src, interface, frame),
             None => {
                 let forward = self.fabric.send(now, src, frame);
@@ -660,7 +704,7 @@ impl Simulation<'_> {
         self.capture_pod(interface, &frame);
         let overlay = self.overlay.as_mut().expect("pods exist only with an overlay");
         let forward =
-            overlay.vrouters[host.0 as usize].handle_packet(self.now, Port::Interface(interface), frame);
+            overlay.plane(host.0 as usize).handle_packet(self.now, Port::Interface(interface), frame);
         self.schedule_vrouter_timer(host.0);
         self.handle_vrouter(host, forward);
     }
@@ -684,7 +728,8 @@ impl Simulation<'_> {
                 self.recycle(frame);
             }
             VrouterForward::Drop { reason, frame } => {
-                self.record_drop("vrouter", reason.as_str(), host, frame)
+                let layer = self.overlay.as_ref().map_or("vrouter", |o| o.layer);
+                self.record_drop(layer, reason.as_str(), host, frame)
             }
         }
     }
@@ -736,7 +781,7 @@ impl Simulation<'_> {
         let (host, _, mac) = overlay.pods[interface.0 as usize];
         let addresses = FlowAddresses {
             src_mac: mac,
-            dst_mac: VROUTER_MAC,
+            dst_mac: overlay.gateway_mac,
             src_ip: tuple.dst,
             dst_ip: tuple.src,
             src_port: tuple.dst_port,
@@ -778,7 +823,7 @@ impl Simulation<'_> {
             } else {
                 Change::DeletePod { namespace: namespace.clone(), name: name.clone() }
             };
-            let Dataplane::Overlay(spec) = &self.scenario.dataplane else { unreachable!("an overlay") };
+            let spec = self.scenario.dataplane.cluster_spec().expect("churn needs a cluster");
             let settle = spec.propagation_delay.as_nanos() + spec.propagation_jitter.as_nanos() + 1_000_000;
             let verb = if churn.restart { "restart" } else { "delete" };
             self.windows.push(FailureWindow {
@@ -794,7 +839,7 @@ impl Simulation<'_> {
     }
 
     fn apply_change(&mut self, change: &Change) {
-        let Dataplane::Overlay(spec) = &self.scenario.dataplane else { return };
+        let Some(spec) = self.scenario.dataplane.cluster_spec() else { return };
         let overlay = self.overlay.as_mut().expect("churn is validated to need an overlay");
         let result = match change {
             Change::Scale { namespace, name, replicas } => {
@@ -827,6 +872,10 @@ impl Simulation<'_> {
             .iter()
             .map(|p| (NodeId(p.host), p.ip, netsim_control::network_manager::pod_mac(p.ip)))
             .collect();
+        if overlay.calico.is_some() {
+            self.calico_plan_change(spec);
+            return;
+        }
         let plan = overlay.manager.plan(&overlay.cluster, &overlay.host_ips, spec.isolation);
         let mut sends = Vec::new();
         for (host, (old, new)) in overlay.plan.hosts.iter().zip(&plan.hosts).enumerate() {
@@ -1004,7 +1053,7 @@ impl Simulation<'_> {
     /// Makes sure a timer event is queued for a vrouter's next deadline within the run.
     fn schedule_vrouter_timer(&mut self, host: u32) {
         let Some(overlay) = &mut self.overlay else { return };
-        let Some(at) = overlay.vrouters[host as usize].poll_timeout() else { return };
+        let Some(at) = overlay.plane(host as usize).poll_timeout() else { return };
         let scheduled = &mut overlay.timers[host as usize];
         if at <= self.end && scheduled.is_none_or(|s| at < s) {
             *scheduled = Some(at);
@@ -1040,14 +1089,17 @@ impl Simulation<'_> {
                 self.queue.push(transmit.arrive_at, Event::Arrive(transmit));
             }
             Forward::Deliver { host, frame } => {
+                if self.overlay.as_ref().is_some_and(|o| o.calico.is_some()) && calico::is_bgp(&frame) {
+                    self.receive_bgp(host, frame);
+                    return;
+                }
                 if self.overlay.is_some() && control_channel::parse(&frame).is_some() {
                     self.receive_control(host, frame);
                     return;
                 }
                 if self.overlay.is_some() {
                     let overlay = self.overlay.as_mut().expect("checked");
-                    let forward =
-                        overlay.vrouters[host.0 as usize].handle_packet(self.now, Port::Fabric, frame);
+                    let forward = overlay.plane(host.0 as usize).handle_packet(self.now, Port::Fabric, frame);
                     self.schedule_vrouter_timer(host.0);
                     self.handle_vrouter(host, forward);
                     return;
@@ -1059,6 +1111,14 @@ impl Simulation<'_> {
                 self.recycle(frame);
             }
             Forward::Drop { reason, node, frame } => {
+                if let Some(calico) = self.overlay.as_mut().and_then(|o| o.calico.as_mut())
+                    && calico::is_bgp(&frame)
+                {
+                    // BGP is not traffic of the scenario: counted apart.
+                    calico.counts.lost += 1;
+                    self.recycle(frame);
+                    return;
+                }
                 if let Some(overlay) = &mut self.overlay
                     && control_channel::parse(&frame).is_some()
                 {
@@ -1159,7 +1219,8 @@ impl Simulation<'_> {
             drops_by_layer: self.drops_by_layer,
             captures: self.captures.into_iter().map(|(_, capture)| capture).collect(),
             overlay_state: self.overlay_state,
-            control: self.overlay.map(|o| o.control),
+            bgp: self.overlay.as_ref().and_then(|o| o.calico.as_ref()).map(Simulation::bgp_counts),
+            control: self.overlay.filter(|o| o.calico.is_none()).map(|o| o.control),
         }
     }
 }
@@ -1173,17 +1234,24 @@ fn record_frame(capture: &mut Capture, now: SimTime, frame: &[u8]) {
     }
 }
 
-/// Builds every host's vrouter and programs it with the network manager's plan.
-fn build_overlay(spec: &OverlaySpec, fabric: &Fabric, streams: &RngStreams) -> Overlay {
+/// Builds the per-run cluster state and, with `vrouters`, every host's vrouter programmed with
+/// the network manager's plan (without: the Calico side is built apart).
+fn build_overlay(spec: &ClusterSpec, fabric: &Fabric, streams: &RngStreams, vrouters: bool) -> Overlay {
     let topology = fabric.topology();
     let host_ips: Vec<Ipv4Addr> = (0..topology.host_count()).map(|h| topology.host_ip(NodeId(h))).collect();
     let hosts = host_ips.len();
     let mut manager = NetworkManager::default();
-    let plan = manager.plan(&spec.cluster, &host_ips, spec.isolation);
+    let plan = if vrouters {
+        manager.plan(&spec.cluster, &host_ips, spec.isolation)
+    } else {
+        OverlayPlan::default()
+    };
     let entropy_seed = streams.seed_for("overlay/entropy");
-    let mut agents: Vec<Agent> = host_ips.iter().map(|&ip| Agent::new(ip)).collect();
+    let mut agents: Vec<Agent> =
+        if vrouters { host_ips.iter().map(|&ip| Agent::new(ip)).collect() } else { Vec::new() };
     let vrouters = host_ips
         .iter()
+        .take(if vrouters { hosts } else { 0 })
         .enumerate()
         .map(|(host, &ip)| {
             let config = VrouterConfig {
@@ -1225,6 +1293,9 @@ fn build_overlay(spec: &OverlaySpec, fabric: &Fabric, streams: &RngStreams) -> O
         next_sequence: vec![0; hosts],
         control: ControlCounts::default(),
         jitter: streams.stream("control/propagation"),
+        calico: None,
+        gateway_mac: VROUTER_MAC,
+        layer: "vrouter",
     }
 }
 

@@ -12,10 +12,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use netsim_control::cluster::{Cluster, ClusterConfig, PodId};
+use netsim_control::ipam::IpamMode;
 use netsim_control::k8s::{Objects, manifest};
 use netsim_control::network_manager::Isolation;
 use netsim_core::{SimDuration, SimTime};
 use netsim_fabric::{EcmpSeeding, Element, FabricConfig, NodeId, NodeKind, Topology};
+use netsim_vrouter::calico::CalicoEncapsulation;
 use netsim_vrouter::overlay::Encapsulation;
 use serde::Deserialize;
 use toml::Spanned;
@@ -104,6 +106,8 @@ struct ScenarioFile {
     #[serde(default)]
     overlay: Option<Spanned<OverlaySection>>,
     #[serde(default)]
+    calico: Option<Spanned<CalicoSection>>,
+    #[serde(default)]
     traffic: Vec<Spanned<TrafficSection>>,
     #[serde(default, rename = "event")]
     events: Vec<Spanned<EventSection>>,
@@ -136,6 +140,7 @@ fn default_seed() -> u64 {
 enum DataplaneName {
     Underlay,
     Overlay,
+    Calico,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +167,32 @@ struct OverlaySection {
     encapsulation: Option<EncapsulationName>,
     flows_max: Option<u64>,
     flow_idle_timeout: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CalicoSection {
+    encapsulation: Option<CalicoEncapsulationName>,
+    bgp: Option<BgpName>,
+    keepalive: Option<Duration>,
+    hold_time: Option<Duration>,
+    conntrack_max: Option<u64>,
+    conntrack_idle_timeout: Option<Duration>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum CalicoEncapsulationName {
+    None,
+    Ipip,
+    Vxlan,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum BgpName {
+    FullMesh,
+    RouteReflectors,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -362,12 +393,55 @@ pub enum Dataplane {
     /// Hosts send plain UDP over the underlay: the fabric alone.
     Underlay,
     /// Pods send through each host's overlay vrouter, programmed by the network manager.
-    Overlay(Box<OverlaySpec>),
+    Overlay(Box<ClusterSpec>),
+    /// Pods send through each host's Calico data plane: routed IP, BGP, felix, kube-proxy.
+    Calico(Box<ClusterSpec>),
+}
+
+impl Dataplane {
+    /// The cluster and its settings, for the data planes that have pods.
+    pub fn cluster_spec(&self) -> Option<&ClusterSpec> {
+        match self {
+            Dataplane::Underlay => None,
+            Dataplane::Overlay(spec) | Dataplane::Calico(spec) => Some(spec),
+        }
+    }
+
+    /// The data plane's name in scenario files and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dataplane::Underlay => "underlay",
+            Dataplane::Overlay(_) => "overlay",
+            Dataplane::Calico(_) => "calico",
+        }
+    }
+}
+
+/// How Calico hosts exchange routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BgpTopology {
+    /// Every host peers with every other (Calico's default node-to-node mesh).
+    FullMesh,
+    /// Hosts peer with the route reflectors (the control nodes), which peer with each other.
+    RouteReflectors,
+}
+
+/// Calico's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CalicoSettings {
+    /// Encapsulation between hosts.
+    pub encapsulation: CalicoEncapsulation,
+    /// Full mesh or route reflectors.
+    pub bgp: BgpTopology,
+    /// BGP keepalive interval.
+    pub keepalive: SimDuration,
+    /// BGP hold time: a peer silent this long is declared down and its routes withdrawn.
+    pub hold_time: SimDuration,
 }
 
 /// The cluster and the overlay's settings.
 #[derive(Clone, Debug)]
-pub struct OverlaySpec {
+pub struct ClusterSpec {
     /// The cluster built from the manifests.
     pub cluster: Cluster,
     /// The manifest files, as resolved.
@@ -384,8 +458,10 @@ pub struct OverlaySpec {
     pub propagation_delay: SimDuration,
     /// Extra delay per host, drawn uniformly from [0, jitter): hosts learn at different times.
     pub propagation_jitter: SimDuration,
-    /// Hosts running the control nodes, in order of preference.
+    /// Hosts running the control nodes, in order of preference (Calico: the route reflectors).
     pub control_nodes: Vec<u32>,
+    /// Calico's settings (used with `dataplane = "calico"`).
+    pub calico: CalicoSettings,
 }
 
 /// Who a traffic entry's flows run between.
@@ -628,7 +704,7 @@ impl Scenario {
         }
         // A change of the cluster disturbs traffic until every host has learnt of it (plus a
         // millisecond for packets already on their way).
-        if let Dataplane::Overlay(overlay) = &self.dataplane {
+        if let Some(overlay) = self.dataplane.cluster_spec() {
             let settle =
                 overlay.propagation_delay.as_nanos() + overlay.propagation_jitter.as_nanos() + 1_000_000;
             for churn in &self.churn {
@@ -705,10 +781,7 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
         }
     };
     let dataplane = dataplane_spec(&file, &topology, report)?;
-    let cluster = match &dataplane {
-        Dataplane::Overlay(overlay) => Some(&overlay.cluster),
-        Dataplane::Underlay => None,
-    };
+    let cluster = dataplane.cluster_spec().map(|spec| &spec.cluster);
     let end = SimTime::ZERO + duration;
     let traffic: Vec<TrafficSpec> = file
         .traffic
@@ -726,7 +799,10 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
     for section in &file.churn_rates {
         let churn = section.get_ref();
         let Some(cluster) = cluster else {
-            report.spanned(section, "[[churn]] needs `dataplane = \"overlay\"` and `manifests`".into());
+            report.spanned(
+                section,
+                "[[churn]] needs `dataplane = \"overlay\"` or `\"calico\"`, and `manifests`".into(),
+            );
             continue;
         };
         let restart = match churn.action {
@@ -1059,7 +1135,7 @@ fn pod_endpoints(
     let Some(cluster) = cluster else {
         report.spanned(
             &traffic.from,
-            format!("traffic `{name}`: pod traffic needs `dataplane = \"overlay\"` and `manifests`"),
+            format!("traffic `{name}`: pod traffic needs `dataplane = \"overlay\"` or `\"calico\"`, and `manifests`"),
         );
         return None;
     };
@@ -1124,22 +1200,48 @@ fn pod_endpoints(
 
 /// The data plane, the manifests and the cluster they build.
 fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporter<'_>) -> Option<Dataplane> {
-    let overlay = file.dataplane.as_ref().is_some_and(|d| *d.get_ref() == DataplaneName::Overlay);
-    if !overlay {
+    let name = file.dataplane.as_ref().map_or(DataplaneName::Underlay, |d| *d.get_ref());
+    if name == DataplaneName::Underlay {
         for (present, what) in [
             (!file.manifests.is_empty(), "`manifests`"),
             (file.overlay.is_some(), "[overlay]"),
+            (file.calico.is_some(), "[calico]"),
             (file.cluster.is_some(), "[cluster]"),
             (file.isolation.is_some(), "`isolation`"),
         ] {
             if present {
-                report.at(None, format!("{what} needs `dataplane = \"overlay\"`"));
+                report.at(None, format!("{what} needs `dataplane = \"overlay\"` or `\"calico\"`"));
                 return None;
             }
         }
         return Some(Dataplane::Underlay);
     }
+    if name == DataplaneName::Calico {
+        if let Some(section) = &file.overlay {
+            report.spanned(
+                section,
+                "[overlay] settings need `dataplane = \"overlay\"`; this scenario is calico".into(),
+            );
+            return None;
+        }
+        if let Some(isolation) = &file.isolation
+            && *isolation.get_ref() == IsolationName::UsesLabels
+        {
+            report.spanned(
+                isolation,
+                "calico isolates pods by Kubernetes NetworkPolicy only: write `isolation = \"network-policy\"` or leave it out".into(),
+            );
+            return None;
+        }
+    } else if let Some(section) = &file.calico {
+        report.spanned(section, "[calico] settings need `dataplane = \"calico\"`".into());
+        return None;
+    }
     let mut config = ClusterConfig { hosts: topology.host_count(), ..ClusterConfig::default() };
+    if name == DataplaneName::Calico {
+        // Calico's IPAM: per-host /26 blocks, which BGP announces.
+        config.ipam = IpamMode::HostBlocks { prefix_len: 26 };
+    }
     if let Some(section) = &file.cluster {
         let cluster = section.get_ref();
         for (value, target, field) in [
@@ -1193,7 +1295,7 @@ fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporte
         manifests.push(path);
     }
     if file.manifests.is_empty() {
-        report.at(None, "`dataplane = \"overlay\"` needs `manifests` (Kubernetes YAML files)".into());
+        report.at(None, "a cluster data plane needs `manifests` (Kubernetes YAML files)".into());
         return None;
     }
     let cluster = match Cluster::build(config, objects) {
@@ -1233,15 +1335,40 @@ fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporte
         Some(EncapsulationName::MplsOverGre) => Encapsulation::MplsOverGre,
         Some(EncapsulationName::Vxlan) => Encapsulation::Vxlan,
     };
-    Some(Dataplane::Overlay(Box::new(OverlaySpec {
+    let calico_section = file.calico.as_ref().map(|c| c.get_ref());
+    let calico = CalicoSettings {
+        encapsulation: match calico_section.and_then(|c| c.encapsulation) {
+            None | Some(CalicoEncapsulationName::None) => CalicoEncapsulation::None,
+            Some(CalicoEncapsulationName::Ipip) => CalicoEncapsulation::IpIp,
+            Some(CalicoEncapsulationName::Vxlan) => CalicoEncapsulation::Vxlan,
+        },
+        bgp: match calico_section.and_then(|c| c.bgp) {
+            None | Some(BgpName::FullMesh) => BgpTopology::FullMesh,
+            Some(BgpName::RouteReflectors) => BgpTopology::RouteReflectors,
+        },
+        keepalive: calico_section.and_then(|c| c.keepalive).map_or(SimDuration::from_secs(1), |d| d.0),
+        hold_time: calico_section.and_then(|c| c.hold_time).map_or(SimDuration::from_secs(3), |d| d.0),
+    };
+    if calico.keepalive.as_nanos() == 0 || calico.hold_time < calico.keepalive {
+        let span = file.calico.as_ref().map(|c| c.span());
+        report.at(span, "[calico] keepalive must be positive and at most hold_time".into());
+        return None;
+    }
+    let (flows_max, flow_idle_timeout) = match name {
+        DataplaneName::Calico => (
+            calico_section.and_then(|c| c.conntrack_max),
+            calico_section.and_then(|c| c.conntrack_idle_timeout),
+        ),
+        _ => (section.and_then(|o| o.flows_max), section.and_then(|o| o.flow_idle_timeout)),
+    };
+    let spec = Box::new(ClusterSpec {
         cluster,
         manifests,
         encapsulation,
-        flows_max: section.and_then(|o| o.flows_max).unwrap_or(512 * 1024) as usize,
-        flow_idle_timeout: section
-            .and_then(|o| o.flow_idle_timeout)
-            .map_or(SimDuration::from_secs(60), |d| d.0),
+        flows_max: flows_max.unwrap_or(512 * 1024) as usize,
+        flow_idle_timeout: flow_idle_timeout.map_or(SimDuration::from_secs(60), |d| d.0),
         isolation: match file.isolation.as_ref().map(|i| *i.get_ref()) {
+            None if name == DataplaneName::Calico => Isolation::NetworkPolicy,
             None | Some(IsolationName::UsesLabels) => Isolation::UsesLabels,
             Some(IsolationName::NetworkPolicy) => Isolation::NetworkPolicy,
         },
@@ -1256,7 +1383,12 @@ fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporte
             .and_then(|c| c.get_ref().propagation_jitter)
             .map_or(SimDuration::from_millis(10), |d| d.0),
         control_nodes,
-    })))
+        calico,
+    });
+    Some(match name {
+        DataplaneName::Calico => Dataplane::Calico(spec),
+        _ => Dataplane::Overlay(spec),
+    })
 }
 
 /// An event's time, which must lie before the end of the run.

@@ -37,7 +37,7 @@ fn syntax_errors_name_line_and_column() {
 fn unknown_keys_are_errors() {
     check(
         &format!("{HEADER}[fabric_typo]\nx = 1\n"),
-        "t.toml:4:2: error: unknown field `fabric_typo`, expected one of `name`, `seed`, `duration`, `description`, `events_max`, `dataplane`, `manifests`, `isolation`, `fabric`, `cluster`, `overlay`, `traffic`, `event`, `check`, `captures`, `churn`",
+        "t.toml:4:2: error: unknown field `fabric_typo`, expected one of `name`, `seed`, `duration`, `description`, `events_max`, `dataplane`, `manifests`, `isolation`, `fabric`, `cluster`, `overlay`, `calico`, `traffic`, `event`, `check`, `captures`, `churn`",
     );
     check(
         &format!("{HEADER}[fabric]\nhost = 3\n"),
@@ -244,8 +244,59 @@ fn overlay_problems_are_located_in_the_right_file() {
     let error = load_with_files("underlay", &[("scenario.toml", &no_overlay)]).unwrap_err();
     assert_eq!(
         error,
-        "DIR/scenario.toml:5:8: error: traffic `traffic-0`: pod traffic needs `dataplane = \"overlay\"` and `manifests`"
+        "DIR/scenario.toml:5:8: error: traffic `traffic-0`: pod traffic needs `dataplane = \"overlay\"` or `\"calico\"`, and `manifests`"
     );
+}
+
+#[test]
+fn calico_scenarios_take_calico_settings_and_refuse_overlay_ones() {
+    let base = format!("{HEADER}dataplane = \"calico\"\nmanifests = [\"k8s.yaml\"]\n");
+    let scenario = format!(
+        "{base}[calico]\nencapsulation = \"ipip\"\nbgp = \"route-reflectors\"\nhold_time = \"9s\"\nconntrack_max = 1000\n"
+    );
+    let loaded =
+        load_with_files("calico", &[("scenario.toml", &scenario), ("k8s.yaml", PODS)]).expect("valid");
+    let Dataplane::Calico(spec) = &loaded.dataplane else { panic!("calico") };
+    assert_eq!(spec.calico.encapsulation, CalicoEncapsulation::IpIp);
+    assert_eq!(spec.calico.bgp, BgpTopology::RouteReflectors);
+    assert_eq!(
+        (spec.calico.keepalive, spec.calico.hold_time),
+        (SimDuration::from_secs(1), SimDuration::from_secs(9))
+    );
+    assert_eq!(spec.flows_max, 1000);
+    assert_eq!(spec.isolation, Isolation::NetworkPolicy, "calico's default isolation");
+    // Calico's IPAM hands out per-host blocks.
+    assert!(matches!(spec.cluster.config().ipam, IpamMode::HostBlocks { prefix_len: 26 }));
+
+    for (extra, message) in [
+        (
+            "isolation = \"uses-labels\"\n",
+            "DIR/scenario.toml:6:13: error: calico isolates pods by Kubernetes NetworkPolicy only: write `isolation = \"network-policy\"` or leave it out",
+        ),
+        (
+            "[overlay]\nencapsulation = \"vxlan\"\n",
+            "DIR/scenario.toml:6:1: error: [overlay] settings need `dataplane = \"overlay\"`; this scenario is calico",
+        ),
+        (
+            "[calico]\nkeepalive = \"5s\"\nhold_time = \"3s\"\n",
+            "DIR/scenario.toml:6:1: error: [calico] keepalive must be positive and at most hold_time",
+        ),
+        (
+            "[calico]\nbgp = \"ospf\"\n",
+            "DIR/scenario.toml:7:7: error: unknown variant `ospf`, expected `full-mesh` or `route-reflectors`",
+        ),
+    ] {
+        let text = format!("{base}{extra}");
+        let error =
+            load_with_files("calico-bad", &[("scenario.toml", &text), ("k8s.yaml", PODS)]).unwrap_err();
+        assert_eq!(error, message, "{extra}");
+    }
+    let overlay = format!(
+        "{HEADER}dataplane = \"overlay\"\nmanifests = [\"k8s.yaml\"]\n[calico]\nbgp = \"full-mesh\"\n"
+    );
+    let error =
+        load_with_files("overlay-calico", &[("scenario.toml", &overlay), ("k8s.yaml", PODS)]).unwrap_err();
+    assert_eq!(error, "DIR/scenario.toml:6:1: error: [calico] settings need `dataplane = \"calico\"`");
 }
 
 #[test]
