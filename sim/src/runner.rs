@@ -156,6 +156,26 @@ pub struct LatencySummary {
     pub mean: f64,
 }
 
+/// Packets of one slice of simulated time, for plots over time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TimelineBucket {
+    /// Start of the slice, in nanoseconds.
+    pub from_ns: u64,
+    /// Packets sent in it.
+    pub sent: u64,
+    /// Packets delivered in it.
+    pub delivered: u64,
+    /// Packets dropped in it.
+    pub dropped: u64,
+}
+
+/// Slices of the run's duration in the timeline (the drain phase counts in the last).
+pub const TIMELINE_BUCKETS: u64 = 100;
+
+/// Quantiles at which the latency distribution is reported.
+pub const LATENCY_QUANTILES: [f64; 13] =
+    [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0];
+
 /// A dropped packet outside every failure window: evidence for a failing check.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DropRecord {
@@ -224,6 +244,10 @@ pub struct RunReport {
     pub control: Option<ControlCounts>,
     /// BGP and felix counters (Calico only).
     pub bgp: Option<BgpCounts>,
+    /// Sent, delivered and dropped packets per slice of the duration.
+    pub timeline: Vec<TimelineBucket>,
+    /// Latency at each of [`LATENCY_QUANTILES`] (empty if nothing was delivered), in ns.
+    pub latency_quantiles: Vec<(f64, u64)>,
 }
 
 enum Event {
@@ -374,6 +398,7 @@ struct Simulation<'a> {
     captures: Vec<(Tap, Capture)>,
     overlay_state: Option<(usize, usize)>,
     churn_streams: Vec<ChaCha8Rng>,
+    timeline: Vec<TimelineBucket>,
 }
 
 /// The gap to a churn process's next event: exponential with its mean.
@@ -420,6 +445,12 @@ pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(Si
         captures: Vec::new(),
         overlay_state: None,
         churn_streams: Vec::new(),
+        timeline: (0..TIMELINE_BUCKETS)
+            .map(|i| TimelineBucket {
+                from_ns: scenario.duration.as_nanos() / TIMELINE_BUCKETS * i,
+                ..TimelineBucket::default()
+            })
+            .collect(),
     };
     for name in &simulation.options.captures.clone() {
         // The caller validated the names.
@@ -682,6 +713,7 @@ impl Simulation<'_> {
         let more = next < flow.stop && next < self.end;
         self.trace.record(now, kind::GENERATE, &[u64::from(id), seq]);
         self.packets.sent += 1;
+        self.bucket().sent += 1;
         self.per_traffic[traffic].sent += 1;
         if more {
             self.queue.push(next, Event::Generate(id));
@@ -793,6 +825,7 @@ impl Simulation<'_> {
         build_frame_into(&mut reply, &addresses, reply_size as usize, &reply_probe, false, TcpFlags::AckPsh);
         self.recycle(frame);
         self.packets.sent += 1;
+        self.bucket().sent += 1;
         self.per_traffic[traffic].sent += 1;
         if let Some(replies) = &mut self.replies[traffic] {
             replies.sent += 1;
@@ -1038,9 +1071,17 @@ impl Simulation<'_> {
         }
     }
 
+    /// The timeline slice of now.
+    fn bucket(&mut self) -> &mut TimelineBucket {
+        let width = (self.scenario.duration.as_nanos() / TIMELINE_BUCKETS).max(1);
+        let index = (self.now.as_nanos() / width).min(TIMELINE_BUCKETS - 1);
+        &mut self.timeline[index as usize]
+    }
+
     /// Counts a delivered packet (request or reply) for its traffic entry.
     fn count_delivery(&mut self, probe: &Probe, traffic: usize) {
         self.packets.delivered += 1;
+        self.bucket().delivered += 1;
         self.per_traffic[traffic].delivered += 1;
         // Clamped into the histogram's range, so recording cannot fail.
         let latency = (self.now - probe.sent_at).as_nanos().clamp(1, 3_600_000_000_000);
@@ -1136,6 +1177,7 @@ impl Simulation<'_> {
     /// failure windows.
     fn record_drop(&mut self, layer: &'static str, name: &'static str, node: NodeId, frame: Vec<u8>) {
         *self.packets.dropped.entry(name).or_default() += 1;
+        self.bucket().dropped += 1;
         *self.drops_by_layer.entry(layer).or_default().entry(name).or_default() += 1;
         if let Some(probe) = Probe::find(&frame) {
             if let Some(flow) = self.flows.get((probe.flow & !REPLY_BIT) as usize) {
@@ -1199,6 +1241,11 @@ impl Simulation<'_> {
                 mean: self.latency.mean(),
             }
         };
+        let latency_quantiles = if self.latency.is_empty() {
+            Vec::new()
+        } else {
+            LATENCY_QUANTILES.iter().map(|&q| (q, self.latency.value_at_quantile(q))).collect()
+        };
         let per_traffic =
             self.scenario.traffic.iter().map(|t| t.name.clone()).zip(self.per_traffic).collect();
         RunReport {
@@ -1221,6 +1268,8 @@ impl Simulation<'_> {
             overlay_state: self.overlay_state,
             bgp: self.overlay.as_ref().and_then(|o| o.calico.as_ref()).map(Simulation::bgp_counts),
             control: self.overlay.filter(|o| o.calico.is_none()).map(|o| o.control),
+            timeline: self.timeline,
+            latency_quantiles,
         }
     }
 }

@@ -12,12 +12,15 @@
 //!   ([`scheduler`]), given addresses ([`ipam`]), and services with their endpoints;
 //! - [`network_manager`]: the OpenContrail network manager, turning the cluster into every
 //!   host's vrouter programming, in the seeds' label model or under NetworkPolicy, compiled into
-//!   per-pod ACLs by [`overlay_policy`].
+//!   per-pod ACLs by [`overlay_policy`];
+//! - [`felix`]: Calico's per-host programming: NetworkPolicy compiled into IP sets, policy
+//!   chains and endpoint lists, and kube-proxy's service table;
+//! - [`bgp`]: a BGP speaker (Calico's BIRD): full mesh or route reflection, real messages over a
+//!   minimal TCP, with timers.
 //!
-//! The control nodes that carry the network manager's updates to the agents over the fabric, and
-//! churn, live in the simulator (`netsim::control_channel`, `netsim::runner`), which owns time.
-//! Still to come (the control-plane issue): the Calico side (BGP configuration, felix's policy
-//! compilation; IPAM blocks exist).
+//! The control nodes that carry the network manager's updates to the agents over the fabric, the
+//! BGP sessions' frames, and churn live in the simulator (`netsim::control_channel`,
+//! `netsim::runner`), which owns time.
 //!
 //! **Architecture invariant:** nothing here reads a clock, a file or the network. Manifests
 //! arrive as text; the simulator reads the files.

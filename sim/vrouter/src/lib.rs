@@ -12,8 +12,11 @@
 //!   [`nexthop`]: next hops and ECMP by rendezvous hashing; [`acl`]: access control lists;
 //!   [`flow`]: the bounded, aging flow table; [`nat`]: address and port rewriting;
 //!   [`testbed`]: a hand-programmed two-host pair for tests and benchmarks.
+//! - [`calico`]: the Calico host — an IPv4 router for its pods (/32 routes, BGP-learnt blocks,
+//!   ECMP), felix's policy chains with connection tracking, kube-proxy's NAT at the client,
+//!   optional IP-in-IP or VXLAN.
 //!
-//! The Calico data plane will join the overlay behind the same trait.
+//! Both sit behind the same trait, so the simulator drives either unchanged.
 
 pub use netsim_core::acl;
 pub mod calico;
