@@ -6,7 +6,7 @@
 //! component, derived from the scenario seed and the stream's stable name: an extra draw in one
 //! component never shifts another's.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use netsim_core::hash::hash_bytes;
@@ -16,33 +16,25 @@ use rand_core::SeedableRng;
 
 /// A priority queue of events of type `E`, popped in `(time, insertion order)` order.
 ///
-/// The heap holds small fixed-size keys; payloads live in a slab so that sifting never moves
-/// them. Freed slab slots are reused, so a long run allocates only for its peak backlog.
+/// The heap holds 16-byte keys compared as one integer — time, then scheduling order, then the
+/// payload's slot — and payloads live in a slab so that sifting never moves them. Freed slab
+/// slots are reused, so a long run allocates only for its peak backlog.
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Key>,
+    heap: BinaryHeap<Reverse<u128>>,
     slab: Vec<Option<E>>,
     free: Vec<u32>,
     next_seq: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Key {
-    time: u64,
-    seq: u64,
-    slot: u32,
-}
+/// Bits of a key's low word holding the slab slot; the scheduling order takes the rest.
+const SLOT_BITS: u32 = 24;
+/// Most events pending at once (16.7 M): beyond, the slot no longer fits its key.
+pub const PENDING_MAX: usize = 1 << SLOT_BITS;
 
-impl Ord for Key {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // BinaryHeap is a max-heap: reverse for earliest first.
-        (other.time, other.seq).cmp(&(self.time, self.seq))
-    }
-}
-
-impl PartialOrd for Key {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+/// The key of an event: earlier times first, then earlier scheduling (`seq` < 2^40: a
+/// trillion events).
+fn key(time: u64, seq: u64, slot: u32) -> u128 {
+    (u128::from(time) << 64) | u128::from(seq << SLOT_BITS | u64::from(slot))
 }
 
 impl<E> Default for EventQueue<E> {
@@ -58,6 +50,10 @@ impl<E> EventQueue<E> {
     }
 
     /// Schedules `event` at `time`, after every event already scheduled at that time.
+    ///
+    /// # Panics
+    ///
+    /// With more than [`PENDING_MAX`] events pending.
     pub fn push(&mut self, time: SimTime, event: E) {
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -69,22 +65,24 @@ impl<E> EventQueue<E> {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.heap.push(Key { time: time.as_nanos(), seq: self.next_seq, slot });
+        assert!((slot as usize) < PENDING_MAX, "more than {PENDING_MAX} events pending");
+        self.heap.push(Reverse(key(time.as_nanos(), self.next_seq, slot)));
         self.next_seq += 1;
     }
 
     /// Removes and returns the earliest event.
     pub fn pop(&mut self) -> Option<(SimTime, E)> {
-        let key = self.heap.pop()?;
+        let Reverse(key) = self.heap.pop()?;
+        let slot = (key as u64 & ((1 << SLOT_BITS) - 1)) as u32;
         // Every key points at a filled slot: slots are emptied only here, once per key.
-        let event = self.slab[key.slot as usize].take().expect("queued slot holds its event");
-        self.free.push(key.slot);
-        Some((SimTime(key.time), event))
+        let event = self.slab[slot as usize].take().expect("queued slot holds its event");
+        self.free.push(slot);
+        Some((SimTime((key >> 64) as u64), event))
     }
 
     /// The time of the earliest event.
     pub fn peek_time(&self) -> Option<SimTime> {
-        self.heap.peek().map(|key| SimTime(key.time))
+        self.heap.peek().map(|Reverse(key)| SimTime((key >> 64) as u64))
     }
 
     /// Number of events waiting.
