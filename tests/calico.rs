@@ -20,8 +20,11 @@ fn petstore(replace: &[(&str, &str)], extra: &str) -> Scenario {
 }
 
 fn run(scenario: &Scenario, captures: &[&str]) -> RunReport {
-    let options =
-        RunOptions { record_fates: true, captures: captures.iter().map(ToString::to_string).collect() };
+    let options = RunOptions {
+        record_fates: true,
+        captures: captures.iter().map(ToString::to_string).collect(),
+        ..RunOptions::default()
+    };
     runner::run(scenario, options, &mut |_| {})
 }
 

@@ -14,7 +14,8 @@ use netsim_tests::shipped;
 #[test]
 fn petstore_over_the_overlay() {
     let scenario = shipped("petstore-overlay.toml");
-    let options = RunOptions { record_fates: true, captures: vec!["host-7:uplink0".into()] };
+    let options =
+        RunOptions { record_fates: true, captures: vec!["host-7:uplink0".into()], ..RunOptions::default() };
     let mut report = runner::run(&scenario, options, &mut |_| {});
     let captures = std::mem::take(&mut report.captures);
 

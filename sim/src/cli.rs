@@ -92,6 +92,8 @@ enum Command {
         /// No progress lines and no table: only failures and the final count.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        minimize: MinimizeArgs,
     },
     /// Run one scenario over a range of seeds in parallel; show each number's distribution.
     Sweep {
@@ -115,6 +117,32 @@ enum Command {
         /// No progress lines.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        minimize: MinimizeArgs,
+    },
+    /// Compare the overlay and Calico on scenarios: run each under both data planes (same seed,
+    /// workload and faults) and write OUT/index.md, OUT/index.html and SVG/PNG plots.
+    Report {
+        /// Scenario files (TOML). An underlay-only scenario gets the sections that need no pods.
+        #[arg(required = true, value_name = "SCENARIO")]
+        scenarios: Vec<PathBuf>,
+        /// Where to write the report [default: reports/<scenario name>]; with several scenarios,
+        /// the parent of one directory per scenario.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Seeds per data plane for the fault sweeps (the scenario's seed and the next N-1).
+        #[arg(long, value_name = "N", default_value_t = crate::report::SEEDS_DEFAULT)]
+        seeds: u32,
+        /// Cluster sizes (hosts) to simulate for the scaling curves; the model goes to 5000.
+        #[arg(long, value_name = "N,N,...", default_value = "10,30,100", value_parser = crate::report::parse_sizes)]
+        // Spelled out so that clap takes one comma-separated value, not a repeated option.
+        sizes: std::vec::Vec<u32>,
+        /// Threads to run simulations on [default: the available parallelism].
+        #[arg(long, value_name = "N", value_parser = suite::parse_jobs)]
+        jobs: Option<NonZeroUsize>,
+        /// Print nothing but errors.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Parse and validate scenario files without running them.
     Validate {
@@ -122,6 +150,28 @@ enum Command {
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
     },
+}
+
+/// `--minimize` and its bound, for `check` and `sweep`.
+#[derive(clap::Args, Debug)]
+struct MinimizeArgs {
+    /// On a failure, write a minimal reproduction (OUT/<stem>[-seed-N].min.toml): the scenario
+    /// shrunk by delta debugging to the fewest events, traffic and churn entries that still fail.
+    #[arg(long)]
+    minimize: bool,
+    /// Most runs one minimization may do.
+    #[arg(long, value_name = "N", default_value_t = MINIMIZE_RUNS_DEFAULT, requires = "minimize")]
+    minimize_runs: NonZeroUsize,
+}
+
+// Evaluated at compile time: a default of 0 would not compile.
+const MINIMIZE_RUNS_DEFAULT: NonZeroUsize = NonZeroUsize::new(crate::shrink::RUNS_MAX_DEFAULT).unwrap();
+
+impl MinimizeArgs {
+    /// The bound on runs when `--minimize` is given.
+    fn runs_max(&self) -> Option<usize> {
+        self.minimize.then_some(self.minimize_runs.get())
+    }
 }
 
 /// Data planes `netsim reach` can probe.
@@ -155,13 +205,19 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run { scenario, seed, out, quiet, pcap } => run(&scenario, seed, out, quiet, pcap),
         Command::Validate { scenarios } => validate(&scenarios),
-        Command::Check { paths, jobs, shard, junit, markdown, out, quiet } => {
-            let shard = shard.unwrap_or(Shard::ALL);
-            suite::check_command(&CheckOptions { paths, jobs, shard, junit, markdown, out, quiet })
+        Command::Report { scenarios, out, seeds, sizes, jobs, quiet } => {
+            let options = crate::report::ReportOptions { scenarios, out, seeds, sizes, jobs, quiet };
+            crate::report::report_command(&options)
         }
-        Command::Sweep { scenario, seeds, jobs, shard, out, json, quiet } => {
+        Command::Check { paths, jobs, shard, junit, markdown, out, quiet, minimize } => {
             let shard = shard.unwrap_or(Shard::ALL);
-            sweep::sweep_command(&SweepOptions { scenario, seeds, jobs, shard, out, json, quiet })
+            let minimize = minimize.runs_max();
+            suite::check_command(&CheckOptions { paths, jobs, shard, junit, markdown, out, quiet, minimize })
+        }
+        Command::Sweep { scenario, seeds, jobs, shard, out, json, quiet, minimize } => {
+            let shard = shard.unwrap_or(Shard::ALL);
+            let minimize = minimize.runs_max();
+            sweep::sweep_command(&SweepOptions { scenario, seeds, jobs, shard, out, json, quiet, minimize })
         }
         Command::Reach { manifests, dataplane, isolation, json, compare } => {
             let plane = match dataplane {

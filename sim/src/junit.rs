@@ -2,7 +2,8 @@
 //!
 //! One `<testsuite>` per scenario (named by its path), one `<testcase>` per check (classname:
 //! the scenario's path; name: the check's name, made unique within the scenario). A failing
-//! check has a `<failure>` with its detail and the command that reproduces it; a scenario that
+//! check has a `<failure>` with its detail and the command that reproduces it (and, with
+//! `--minimize`, the command that runs its minimal reproduction); a scenario that
 //! does not load is one `<testcase name="load">` with an `<error>`. Every testcase's
 //! `<system-out>` lists the check's metrics. A testcase's `time` is its run's wall time shared
 //! evenly among the run's checks (the checks are judged from one run), so totals add up.
@@ -56,7 +57,8 @@ fn testsuite(case: &Case) -> Suite {
         }
         Outcome::Ran { results, written } => {
             seconds = results.wall_ms as f64 / 1000.0;
-            let command = reproduce(&case.path, results.seed);
+            let mut command = reproduce(&case.path, results.seed);
+            let minimized = case.minimized.as_ref().and_then(|m| m.as_ref().ok());
             for (name, value) in [
                 ("seed", results.seed.to_string()),
                 ("trace_hash", results.trace_hash.clone()),
@@ -66,6 +68,12 @@ fn testsuite(case: &Case) -> Suite {
                 ("reproduce", command.clone()),
             ] {
                 properties += &format!("      <property name=\"{name}\" value=\"{}\"/>\n", attribute(&value));
+            }
+            if let Some(minimized) = minimized {
+                let file = minimized.file.display().to_string();
+                properties +=
+                    &format!("      <property name=\"minimized\" value=\"{}\"/>\n", attribute(&file));
+                command += &format!("\nminimal reproduction: {}", minimized.command());
             }
             let share = seconds / results.checks.len().max(1) as f64;
             for check in &results.checks {

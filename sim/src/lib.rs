@@ -13,6 +13,9 @@
 //! - [`suite`]: `netsim check`, a suite of scenarios run in parallel, with its table and
 //!   markdown summary; [`junit`]: its JUnit XML report.
 //! - [`sweep`]: `netsim sweep`, one scenario over a range of seeds, with distributions.
+//! - [`shrink`]: minimal reproductions of failures, by delta debugging over a scenario's entries.
+//! - [`report`]: `netsim report`, the overlay-vs-Calico comparison report (markdown, HTML,
+//!   plots), with the cost model of `[cost]`.
 //! - [`cli`]: the `netsim` command.
 //!
 //! **Architecture invariant:** this crate is the only one that schedules events or reads the
@@ -26,9 +29,11 @@ pub mod engine;
 pub mod junit;
 pub mod pcap;
 pub mod reach;
+pub mod report;
 pub mod results;
 pub mod runner;
 pub mod scenario;
+pub mod shrink;
 pub mod suite;
 pub mod sweep;
 pub mod traffic;

@@ -191,6 +191,7 @@ pub fn reach(
         churn_rates: Vec::new(),
         checks: Vec::new(),
         captures: Vec::new(),
+        cost: Default::default(),
     };
     let report = runner::run(&scenario, RunOptions::default(), &mut |_| {});
     let spec = scenario.dataplane.cluster_spec().expect("built above");

@@ -22,6 +22,7 @@ use netsim_vrouter::overlay::Encapsulation;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::report::cost::CostModel;
 use crate::units::{Bandwidth, ByteSize, Duration, PacketRate};
 
 /// The smallest IP packet a traffic entry may send: IPv4 (20) + UDP (8) + netsim's probe
@@ -117,6 +118,22 @@ struct ScenarioFile {
     captures: Vec<Spanned<String>>,
     #[serde(default, rename = "churn")]
     churn_rates: Vec<Spanned<ChurnRateSection>>,
+    #[serde(default)]
+    cost: Option<Spanned<CostSection>>,
+}
+
+/// `[cost]`: the report's cost model (see [`CostModel`] for each field and its default).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CostSection {
+    stack_ns_per_packet: Option<f64>,
+    ns_per_byte: Option<f64>,
+    overlay_ns_per_packet: Option<f64>,
+    calico_ns_per_packet: Option<f64>,
+    encapsulation_ns_per_packet: Option<f64>,
+    cores: Option<u32>,
+    link_speeds: Option<Vec<Bandwidth>>,
+    mtus: Option<Vec<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -341,6 +358,12 @@ struct CheckSection {
     min: Option<Spanned<f64>>,
     max: Option<Spanned<f64>>,
     traffic: Option<Spanned<String>>,
+    max_violations: Option<u64>,
+    max_gap: Option<Duration>,
+    min_p_value: Option<Spanned<f64>>,
+    max_ratio: Option<Spanned<f64>>,
+    within: Option<Duration>,
+    max_lost: Option<u64>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -349,6 +372,10 @@ enum CheckKindName {
     DeliveryRatio,
     LossOnlyInFailureWindows,
     RepliesFromTarget,
+    Isolation,
+    Ecmp,
+    Nat,
+    Convergence,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -385,6 +412,8 @@ pub struct Scenario {
     pub checks: Vec<CheckSpec>,
     /// Fabric ports captured to pcap files (`host-7:uplink0`).
     pub captures: Vec<String>,
+    /// The cost model `netsim report` sets beside the measurements (`[cost]`).
+    pub cost: CostModel,
 }
 
 /// What carries the traffic of a scenario.
@@ -639,6 +668,36 @@ pub enum CheckKind {
     /// (for a service, the ClusterIP and service port: NAT's reverse translation works), and
     /// some replies were received.
     RepliesFromTarget,
+    /// Every packet delivered to a pod is one the isolation oracle (NetworkPolicy or the uses
+    /// labels, on the cluster as it is at that instant) permits: at most `max_violations` are
+    /// not. Permitted flows dropped are availability gaps; with `max_gap`, none may last longer.
+    Isolation {
+        /// Forbidden deliveries tolerated (default 0).
+        max_violations: u64,
+        /// Longest tolerated gap in a permitted flow, if bounded.
+        max_gap: Option<SimDuration>,
+    },
+    /// Flows spread evenly over each service's backends and over each underlay ECMP group
+    /// (chi-square p-value at least `min_p_value`, busiest over idlest member at most
+    /// `max_ratio`), and no flow changes backend while the backends are stable.
+    Ecmp {
+        /// Smallest acceptable p-value of the chi-square test of uniformity.
+        min_p_value: f64,
+        /// Largest acceptable ratio of the busiest member's flows to the idlest's.
+        max_ratio: Option<f64>,
+    },
+    /// Service NAT is correct: replies come from the VIP and port targeted, no two connections
+    /// share a translated tuple, no request reaches a removed backend after the change that
+    /// removed it has settled, and connections to live backends survive churn.
+    Nat,
+    /// Every fault or change is recovered from `within` a bound: the last loss it causes comes
+    /// at most that long after it starts, and (with `max_lost`) it costs at most that many packets.
+    Convergence {
+        /// Longest acceptable time from a disturbance to its last loss.
+        within: SimDuration,
+        /// Most packets a disturbance may cost.
+        max_lost: Option<u64>,
+    },
 }
 
 /// A window in which losses are explained by a failure.
@@ -863,6 +922,7 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
             report.spanned(section, format!("check name `{}` is used twice (give one a `name`)", check.name));
         }
     }
+    let cost = cost_model(file.cost.as_ref(), report);
     Some(Scenario {
         path: report.path.to_path_buf(),
         name: file.name.into_inner(),
@@ -878,7 +938,58 @@ fn validate(file: ScenarioFile, report: &mut Reporter<'_>) -> Option<Scenario> {
         churn_rates,
         checks,
         captures,
+        cost,
     })
+}
+
+/// The `[cost]` section over the defaults: costs finite and not negative, at least one core,
+/// one to eight link speeds and MTUs.
+fn cost_model(section: Option<&Spanned<CostSection>>, report: &mut Reporter<'_>) -> CostModel {
+    let mut model = CostModel::default();
+    let Some(section) = section else { return model };
+    let cost = section.get_ref();
+    for (value, target, field) in [
+        (cost.stack_ns_per_packet, &mut model.stack_ns_per_packet, "stack_ns_per_packet"),
+        (cost.ns_per_byte, &mut model.ns_per_byte, "ns_per_byte"),
+        (cost.overlay_ns_per_packet, &mut model.overlay_ns_per_packet, "overlay_ns_per_packet"),
+        (cost.calico_ns_per_packet, &mut model.calico_ns_per_packet, "calico_ns_per_packet"),
+        (
+            cost.encapsulation_ns_per_packet,
+            &mut model.encapsulation_ns_per_packet,
+            "encapsulation_ns_per_packet",
+        ),
+    ] {
+        match value {
+            Some(value) if value.is_finite() && (0.0..=1e9).contains(&value) => *target = value,
+            Some(value) => {
+                report.spanned(section, format!("[cost] {field}: {value} must be between 0 and 1e9"))
+            }
+            None => {}
+        }
+    }
+    match cost.cores {
+        Some(cores) if (1..=4096).contains(&cores) => model.cores = cores,
+        Some(cores) => report.spanned(section, format!("[cost] cores: {cores} must be between 1 and 4096")),
+        None => {}
+    }
+    if let Some(speeds) = &cost.link_speeds {
+        if (1..=8).contains(&speeds.len()) && speeds.iter().all(|s| s.0 > 0) {
+            model.link_speeds_bps = speeds.iter().map(|s| s.0).collect();
+        } else {
+            report.spanned(
+                section,
+                "[cost] link_speeds: one to eight positive speeds, e.g. [\"10Gbps\"]".into(),
+            );
+        }
+    }
+    if let Some(mtus) = &cost.mtus {
+        if (1..=8).contains(&mtus.len()) && mtus.iter().all(|m| (576..=65_535).contains(m)) {
+            model.mtus = mtus.clone();
+        } else {
+            report.spanned(section, "[cost] mtus: one to eight MTUs between 576 and 65535 bytes".into());
+        }
+    }
+    model
 }
 
 fn fabric_config(
@@ -1643,6 +1754,43 @@ fn check_spec(
                 );
             }
             (CheckKind::LossOnlyInFailureWindows, "loss_only_in_failure_windows".to_string())
+        }
+        CheckKindName::Isolation => (
+            CheckKind::Isolation {
+                max_violations: check.max_violations.unwrap_or(0),
+                max_gap: check.max_gap.map(|d| d.0),
+            },
+            "isolation".to_string(),
+        ),
+        CheckKindName::Ecmp => {
+            let min_p_value = check.min_p_value.as_ref().map_or(0.001, |p| *p.get_ref());
+            if let Some(p) = &check.min_p_value
+                && !(0.0..=1.0).contains(p.get_ref())
+            {
+                report.spanned(p, "`min_p_value` is a probability between 0 and 1".into());
+                return None;
+            }
+            if let Some(ratio) = &check.max_ratio
+                && *ratio.get_ref() < 1.0
+            {
+                report.spanned(ratio, "`max_ratio` is at least 1 (busiest over idlest)".into());
+                return None;
+            }
+            (
+                CheckKind::Ecmp { min_p_value, max_ratio: check.max_ratio.as_ref().map(|r| *r.get_ref()) },
+                "ecmp".to_string(),
+            )
+        }
+        CheckKindName::Nat => (CheckKind::Nat, "nat".to_string()),
+        CheckKindName::Convergence => {
+            let Some(within) = check.within else {
+                report.spanned(
+                    section,
+                    "a `convergence` check needs `within` (e.g. within = \"100ms\")".into(),
+                );
+                return None;
+            };
+            (CheckKind::Convergence { within: within.0, max_lost: check.max_lost }, "convergence".to_string())
         }
     };
     Some(CheckSpec { name: check.name.clone().unwrap_or(default_name), kind })

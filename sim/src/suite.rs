@@ -9,12 +9,14 @@
 //! 4. run the others in parallel on a pool of `--jobs` threads ([`run_timed`]: one run is
 //!    single-threaded and deterministic, so the results do not depend on the number of threads),
 //!    writing `OUT/<stem>/results.json` for each;
-//! 5. print the table in scenario order, and write the JUnit ([`crate::junit`]) and markdown
+//! 5. with `--minimize`, shrink every failing scenario to a minimal reproduction
+//!    ([`crate::shrink`]), written to `OUT/<stem>.min.toml`;
+//! 6. print the table in scenario order, and write the JUnit ([`crate::junit`]) and markdown
 //!    ([`markdown`]) reports.
 //!
 //! Exit codes: 0 when every check passed, 1 when a check failed, 2 when a scenario did not load,
-//! an argument was bad or a file could not be written (2 wins over 1: a broken file must not
-//! pass for a mere failing check).
+//! an argument was bad or a file (a minimal reproduction included) could not be written (2 wins
+//! over 1: a broken file must not pass for a mere failing check).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -31,6 +33,7 @@ use crate::cli::{EXIT_CHECK_FAILED, EXIT_INVALID, EXIT_PASS};
 use crate::results::Results;
 use crate::runner::{self, RunOptions};
 use crate::scenario::Scenario;
+use crate::shrink::{self, Minimized};
 
 /// Most scenario files one `netsim check` collects.
 pub const SCENARIOS_MAX: usize = 100_000;
@@ -224,6 +227,8 @@ pub struct CheckOptions {
     pub out: PathBuf,
     /// No progress lines and no table.
     pub quiet: bool,
+    /// Shrink each failing scenario to a minimal reproduction, with at most this many runs.
+    pub minimize: Option<usize>,
 }
 
 /// The outcome of one scenario of the suite.
@@ -233,6 +238,9 @@ pub struct Case {
     pub path: PathBuf,
     /// What happened.
     pub outcome: Outcome,
+    /// With `--minimize`, for a scenario with failing checks: its minimal reproduction, or why
+    /// there is none.
+    pub minimized: Option<Result<Minimized, String>>,
 }
 
 /// What happened to one scenario.
@@ -390,7 +398,7 @@ pub fn check_command(options: &CheckOptions) -> u8 {
                         Outcome::Ran { results: Box::new(results), written }
                     }
                 };
-                let case = Case { path: path.clone(), outcome };
+                let case = Case { path: path.clone(), outcome, minimized: None };
                 let done = finished.fetch_add(1, Ordering::Relaxed) + 1;
                 if !options.quiet {
                     eprintln!("[{done}/{total}] {}", progress_line(&case));
@@ -399,6 +407,11 @@ pub fn check_command(options: &CheckOptions) -> u8 {
             })
             .collect()
     });
+    let mut cases = cases;
+    if let Some(runs_max) = options.minimize {
+        let names: Vec<&String> = selected.iter().map(|(_, name)| name).collect();
+        pool.install(|| minimize_cases(&mut cases, &names, &options.out, runs_max, options.quiet));
+    }
     let tally = Tally::of(&cases);
     for case in &cases {
         if let Outcome::Ran { written: Err(error), .. } = &case.outcome {
@@ -419,6 +432,9 @@ pub fn check_command(options: &CheckOptions) -> u8 {
         if options.shard == Shard::ALL { String::new() } else { format!(" (shard {})", options.shard) };
     println!("{}{shard}", tally.line());
     let mut code = tally.exit_code();
+    if cases.iter().any(|case| matches!(case.minimized, Some(Err(_)))) {
+        code = EXIT_INVALID;
+    }
     if let Some(file) = &options.junit
         && let Err(error) = write_file(file, &crate::junit::render(&cases))
     {
@@ -432,6 +448,27 @@ pub fn check_command(options: &CheckOptions) -> u8 {
         code = EXIT_INVALID;
     }
     code
+}
+
+/// Shrinks every case with failing checks to `OUT/<name>.min.toml`, in parallel (each shrink
+/// runs its candidates in parallel too).
+fn minimize_cases(cases: &mut [Case], names: &[&String], out: &Path, runs_max: usize, quiet: bool) {
+    cases.par_iter_mut().zip(names).with_max_len(1).for_each(|(case, name)| {
+        let Outcome::Ran { results, .. } = &case.outcome else { return };
+        let failing: BTreeSet<String> =
+            results.checks.iter().filter(|c| !c.passed).map(|c| c.name.clone()).collect();
+        if failing.is_empty() {
+            return;
+        }
+        let file = out.join(format!("{name}.min.toml"));
+        let minimized = shrink::minimize(&case.path, results.seed, &failing, &file, runs_max);
+        match &minimized {
+            Ok(minimized) if !quiet => eprintln!("minimized {}: {minimized}", case.label()),
+            Ok(_) => {}
+            Err(error) => eprintln!("{error}"),
+        }
+        case.minimized = Some(minimized);
+    });
 }
 
 /// Writes `text` to `file` atomically (a temporary file in the same directory, then a rename),
@@ -547,6 +584,14 @@ pub fn failure_lines(cases: &[Case]) -> String {
                 if !failed.is_empty() {
                     lines.push(format!("     reproduce: {}", reproduce(&case.path, results.seed)));
                 }
+                match &case.minimized {
+                    Some(Ok(minimized)) => {
+                        lines.push(format!("     minimized: {minimized}"));
+                        lines.push(format!("     reproduce: {}", minimized.command()));
+                    }
+                    Some(Err(_)) => lines.push("     minimized: none (see above)".to_string()),
+                    None => {}
+                }
             }
         }
     }
@@ -610,6 +655,20 @@ pub fn markdown(cases: &[Case], shard: Shard) -> String {
                 }
                 failures +=
                     &format!("\nReproduce:\n\n{}\n", fence("sh", &reproduce(&case.path, results.seed)));
+                match &case.minimized {
+                    Some(Ok(minimized)) => {
+                        failures += &format!(
+                            "Minimal reproduction, `{}` ({}):\n\n{}\n",
+                            cell(&minimized.file.display().to_string()),
+                            prose(&minimized.shrunk.summary()),
+                            fence("sh", &minimized.command())
+                        );
+                    }
+                    Some(Err(error)) => {
+                        failures += &format!("No minimal reproduction:\n\n{}\n", fence("text", error));
+                    }
+                    None => {}
+                }
             }
         }
     }

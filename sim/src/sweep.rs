@@ -5,8 +5,11 @@
 //! fates kept), written to `OUT/seed-N/results.json`; only a small row of numbers per seed is
 //! kept in memory. The rows are aggregated in seed order, so every figure but the wall time is
 //! the same whatever the number of threads.
+//!
+//! With `--minimize`, the first [`SEEDS_MINIMIZED_MAX`] failing seeds (in seed order) are each
+//! shrunk to a minimal reproduction ([`crate::shrink`]), `OUT/<stem>-seed-N.min.toml`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -19,10 +22,13 @@ use serde::Serialize;
 use crate::cli::{EXIT_CHECK_FAILED, EXIT_INVALID, EXIT_PASS};
 use crate::results::Results;
 use crate::scenario::Scenario;
+use crate::shrink;
 use crate::suite::{self, Shard, reproduce};
 
 /// Most seeds one sweep runs.
 pub const SEEDS_MAX: u64 = 100_000;
+/// Failing seeds `--minimize` shrinks: the first ones, in seed order.
+pub const SEEDS_MINIMIZED_MAX: usize = 3;
 
 /// An inclusive range of seeds: `A..B` (or `A..=B`), or one seed `A`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +93,8 @@ pub struct SweepOptions {
     pub json: Option<PathBuf>,
     /// No progress lines.
     pub quiet: bool,
+    /// Shrink the first failing seeds to minimal reproductions, with at most this many runs each.
+    pub minimize: Option<usize>,
 }
 
 /// The numbers kept of one seed's run.
@@ -120,6 +128,9 @@ pub struct SeedRow {
     pub wall_ms: u64,
     /// The reproduction command.
     pub reproduce: String,
+    /// With `--minimize`: the minimal reproduction written for this seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimized: Option<String>,
     /// `(check, detail)` of the failing checks.
     #[serde(skip)]
     pub failures: Vec<(String, String)>,
@@ -156,6 +167,7 @@ impl SeedRow {
             events: results.events,
             wall_ms: results.wall_ms,
             reproduce: reproduce(path, results.seed),
+            minimized: None,
             failures: failed.iter().map(|c| (c.name.clone(), c.detail.clone())).collect(),
             metrics,
             unwritten,
@@ -308,6 +320,11 @@ pub fn sweep_command(options: &SweepOptions) -> u8 {
             })
             .collect()
     });
+    let mut rows = rows;
+    let minimized = match options.minimize {
+        Some(runs_max) => pool.install(|| minimize_seeds(&mut rows, &options.scenario, &out, runs_max)),
+        None => Vec::new(),
+    };
     let distributions = distributions(&rows);
     let failing: Vec<&SeedRow> = rows.iter().filter(|r| !r.passed).collect();
     let mut code = if failing.is_empty() { EXIT_PASS } else { EXIT_CHECK_FAILED };
@@ -335,6 +352,17 @@ pub fn sweep_command(options: &SweepOptions) -> u8 {
             println!("FAIL seed {} {check}: {detail}", row.seed);
         }
         println!("     reproduce: {}", row.reproduce);
+        match minimized.iter().find(|(seed, _)| *seed == row.seed).map(|(_, m)| m) {
+            Some(Ok(minimized)) => {
+                println!("     minimized: {minimized}");
+                println!("     reproduce: {}", minimized.command());
+            }
+            Some(Err(error)) => {
+                eprintln!("{error}");
+                code = EXIT_INVALID;
+            }
+            None => {}
+        }
     }
     println!("{} seeds: {} passed, {} failed", rows.len(), rows.len() - failing.len(), failing.len());
     if let Some(file) = &options.json {
@@ -359,6 +387,31 @@ pub fn sweep_command(options: &SweepOptions) -> u8 {
         }
     }
     code
+}
+
+/// Shrinks the first [`SEEDS_MINIMIZED_MAX`] failing rows' runs to `OUT/<stem>-seed-N.min.toml`,
+/// in parallel; records each file in its row.
+fn minimize_seeds(
+    rows: &mut [SeedRow],
+    scenario: &Path,
+    out: &Path,
+    runs_max: usize,
+) -> Vec<(u64, Result<shrink::Minimized, String>)> {
+    let stem = crate::cli::file_safe(&scenario.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default());
+    let chosen: Vec<&mut SeedRow> = rows.iter_mut().filter(|r| !r.passed).take(SEEDS_MINIMIZED_MAX).collect();
+    chosen
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|row| {
+            let failing: BTreeSet<String> = row.failed_checks.iter().cloned().collect();
+            let file = out.join(format!("{stem}-seed-{}.min.toml", row.seed));
+            let minimized = shrink::minimize(scenario, row.seed, &failing, &file, runs_max);
+            if let Ok(minimized) = &minimized {
+                row.minimized = Some(minimized.file.display().to_string());
+            }
+            (row.seed, minimized)
+        })
+        .collect()
 }
 
 /// The distributions as an aligned table.

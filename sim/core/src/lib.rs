@@ -19,6 +19,7 @@ pub mod chains;
 pub mod checksum;
 pub mod hash;
 pub mod packet;
+pub mod planted;
 pub mod time;
 
 pub use hash::{StableHasher, mix64};

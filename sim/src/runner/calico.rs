@@ -19,6 +19,7 @@ use ipnet::Ipv4Net;
 use netsim_control::bgp::{BgpConfig, RouteEvent, Speaker};
 use netsim_control::felix::{Felix, HostProgram};
 use netsim_control::ipam::IpamMode;
+use netsim_core::planted::PlantedBugs;
 use netsim_core::{SimDuration, SimTime};
 use netsim_fabric::{Element, Fabric, NodeId};
 use netsim_vrouter::calico::{CalicoCommand, CalicoConfig, CalicoEncapsulation, CalicoHost};
@@ -97,6 +98,8 @@ pub(super) struct CalicoState {
     announce_in_fabric: bool,
     /// Time of the latest fault or change, for convergence.
     last_disturbance: Option<SimTime>,
+    /// Bugs planted by tests.
+    planted: PlantedBugs,
     pub(super) counts: BgpCounts,
 }
 
@@ -176,7 +179,12 @@ pub(super) fn program_diff(old: &HostProgram, new: &HostProgram) -> Vec<CalicoCo
 }
 
 /// Builds every host's Calico data plane and speaker, programs them, and converges BGP.
-pub(super) fn build(spec: &ClusterSpec, fabric: &mut Fabric, streams: &RngStreams) -> CalicoState {
+pub(super) fn build(
+    spec: &ClusterSpec,
+    fabric: &mut Fabric,
+    streams: &RngStreams,
+    planted: PlantedBugs,
+) -> CalicoState {
     let topology = fabric.topology();
     let hosts = topology.host_count();
     let host_ips: Vec<Ipv4Addr> = (0..hosts).map(|h| topology.host_ip(NodeId(h))).collect();
@@ -203,6 +211,7 @@ pub(super) fn build(spec: &ClusterSpec, fabric: &mut Fabric, streams: &RngStream
             underlay_mtu: topology.config().host_link.mtu_bytes,
             nat_seed: nat_seed ^ u64::from(host),
             ecmp_seed,
+            planted,
         };
         let mut calico_host = CalicoHost::new(config);
         let own = originated(&spec.cluster, host);
@@ -259,6 +268,7 @@ pub(super) fn build(spec: &ClusterSpec, fabric: &mut Fabric, streams: &RngStream
         bgp_timers: vec![None; hosts as usize],
         announce_in_fabric,
         last_disturbance: None,
+        planted,
         counts: BgpCounts {
             topology: match settings.bgp {
                 BgpTopology::FullMesh => "full-mesh",
@@ -413,9 +423,35 @@ impl Simulation<'_> {
         let hosts = calico.hosts.len() as u32;
         let programs = calico.felix.compile(&overlay.cluster, hosts);
         let mut sends = Vec::new();
-        for (host, new) in programs.into_iter().enumerate() {
+        for (host, mut new) in programs.into_iter().enumerate() {
             let blocks = originated(&overlay.cluster, host as u32);
-            let commands = program_diff(&calico.programs[host], &new);
+            if calico.planted.stale_backends {
+                // The planted bug: kube-proxy adds backends but never removes one.
+                for (key, old) in &calico.programs[host].services {
+                    if let Some(backends) = new.services.get_mut(key) {
+                        let gone: Vec<_> = old.iter().filter(|b| !backends.contains(b)).copied().collect();
+                        backends.extend(gone);
+                    }
+                }
+            }
+            let mut commands = program_diff(&calico.programs[host], &new);
+            let late = if calico.planted.policy_after_route {
+                // The planted bug: a new pod's policy comes one propagation delay after its route.
+                let added: Vec<InterfaceId> = commands
+                    .iter()
+                    .filter_map(|c| match c {
+                        CalicoCommand::AddEndpoint { id, .. } => Some(*id),
+                        _ => None,
+                    })
+                    .collect();
+                let (late, early): (Vec<_>, Vec<_>) = commands.into_iter().partition(
+                    |c| matches!(c, CalicoCommand::SetEndpointPolicy { id, .. } if added.contains(id)),
+                );
+                commands = early;
+                late
+            } else {
+                Vec::new()
+            };
             if commands.is_empty() && blocks == calico.blocks[host] {
                 continue;
             }
@@ -425,6 +461,15 @@ impl Simulation<'_> {
                 range => overlay.jitter.next_u64() % range,
             };
             let at = now + spec.propagation_delay + SimDuration::from_nanos(jitter);
+            if !late.is_empty() {
+                let later = at + spec.propagation_delay.max(SimDuration::from_millis(10));
+                calico.updates.push(Some(FelixUpdate {
+                    host: host as u32,
+                    commands: late,
+                    blocks: blocks.clone(),
+                }));
+                sends.push((later, (calico.updates.len() - 1) as u32));
+            }
             calico.updates.push(Some(FelixUpdate { host: host as u32, commands, blocks }));
             sends.push((at, (calico.updates.len() - 1) as u32));
         }

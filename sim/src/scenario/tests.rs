@@ -37,7 +37,7 @@ fn syntax_errors_name_line_and_column() {
 fn unknown_keys_are_errors() {
     check(
         &format!("{HEADER}[fabric_typo]\nx = 1\n"),
-        "t.toml:4:2: error: unknown field `fabric_typo`, expected one of `name`, `seed`, `duration`, `description`, `events_max`, `dataplane`, `manifests`, `isolation`, `fabric`, `cluster`, `overlay`, `calico`, `traffic`, `event`, `check`, `captures`, `churn`",
+        "t.toml:4:2: error: unknown field `fabric_typo`, expected one of `name`, `seed`, `duration`, `description`, `events_max`, `dataplane`, `manifests`, `isolation`, `fabric`, `cluster`, `overlay`, `calico`, `traffic`, `event`, `check`, `captures`, `churn`, `cost`",
     );
     check(
         &format!("{HEADER}[fabric]\nhost = 3\n"),

@@ -30,6 +30,7 @@ use netsim_core::chains::{
     Direction, EndpointPolicy, IpSetId, PolicyChains, PolicyId, PolicyStore, SetMember,
 };
 use netsim_core::packet::{ETHERNET_HEADER_LEN, IP_PROTO_UDP};
+use netsim_core::planted::PlantedBugs;
 use netsim_core::{FiveTuple, SimDuration, SimTime, mix64};
 
 use crate::flow::{FlowEntry, FlowKey, FlowTable, Rewrite};
@@ -90,6 +91,8 @@ pub struct CalicoConfig {
     pub nat_seed: u64,
     /// Seed of the ECMP hash over next hops and of the VXLAN source port.
     pub ecmp_seed: u64,
+    /// Bugs planted by tests (none by default).
+    pub planted: PlantedBugs,
 }
 
 impl CalicoConfig {
@@ -104,6 +107,7 @@ impl CalicoConfig {
             underlay_mtu: 1500,
             nat_seed: 0,
             ecmp_seed: 0,
+            planted: PlantedBugs::default(),
         }
     }
 }
@@ -501,7 +505,9 @@ impl CalicoHost {
             Some(Route::Remote(_)) => {}
             Some(Route::Blackhole) | None => return Err(DropReason::NoRoute),
         }
-        let unnat = dnat.map(|_| Rewrite { src: Some((tuple.dst, tuple.dst_port)), dst: None });
+        let unnat = dnat
+            .filter(|_| !self.config.planted.nat_forgets_reverse)
+            .map(|_| Rewrite { src: Some((tuple.dst, tuple.dst_port)), dst: None });
         self.track(now, tuple, dnat, reversed(&translated), unnat)?;
         self.counters.nat_connections += u64::from(dnat.is_some());
         Ok(dnat)
@@ -670,10 +676,18 @@ impl CalicoHost {
                 };
                 let ingress = self.endpoints[&target].policy.ingress.as_deref();
                 self.counters.policy_evaluations += 1;
-                if self.store.evaluate(ingress, Direction::Ingress, &flow_view(&tuple)).0 == Verdict::Deny {
+                let denied =
+                    self.store.evaluate(ingress, Direction::Ingress, &flow_view(&tuple)).0 == Verdict::Deny;
+                if self.config.planted.conntrack_before_policy {
+                    // The planted bug: the connection is tracked before it is judged.
+                    let _ = self.track(now, tuple, None, reversed(&tuple), None);
+                }
+                if denied {
                     return self.drop(DropReason::Policy, frame);
                 }
-                if let Err(reason) = self.track(now, tuple, None, reversed(&tuple), None) {
+                if !self.config.planted.conntrack_before_policy
+                    && let Err(reason) = self.track(now, tuple, None, reversed(&tuple), None)
+                {
                     return self.drop(reason, frame);
                 }
                 None

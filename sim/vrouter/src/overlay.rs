@@ -36,6 +36,7 @@ use crate::wire::{
     VXLAN_UDP_PORT, Vxlan,
 };
 use crate::{DataPlane, DropReason, Forward, InterfaceId, Port, VrfId};
+use netsim_core::planted::PlantedBugs;
 
 /// The MAC address the vrouter answers for as every pod's gateway (OpenContrail's).
 pub const VROUTER_MAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x00];
@@ -84,6 +85,8 @@ pub struct VrouterConfig {
     pub underlay_mtu: u32,
     /// Seed of the outer UDP source-port hash (underlay entropy).
     pub entropy_seed: u64,
+    /// Bugs planted by tests (none by default).
+    pub planted: PlantedBugs,
 }
 
 impl VrouterConfig {
@@ -97,6 +100,7 @@ impl VrouterConfig {
             flow_idle_timeout: SimDuration::from_secs(60),
             underlay_mtu: 1500,
             entropy_seed: 0,
+            planted: PlantedBugs::default(),
         }
     }
 }
@@ -296,6 +300,11 @@ impl Vrouter {
             next_ip_ident: 0,
             next_aging: None,
         }
+    }
+
+    /// Plants known bugs (tests of the checks only).
+    pub fn plant(&mut self, planted: PlantedBugs) {
+        self.config.planted = planted;
     }
 
     /// Its settings.
@@ -620,7 +629,12 @@ impl Vrouter {
         }
         let (member, ecmp) = match &route.next_hop {
             NextHop::Composite(members) => {
-                let chosen = select(members, &tuple).ok_or(DropReason::NoRoute)?;
+                let hashed = if self.config.planted.ecmp_ignores_ports {
+                    FiveTuple { src_port: 0, dst_port: 0, ..tuple }
+                } else {
+                    tuple
+                };
+                let chosen = select(members, &hashed).ok_or(DropReason::NoRoute)?;
                 let index = members.iter().position(|m| m == chosen).unwrap_or(0);
                 (chosen, Some((members.len() as u16, index as u16)))
             }
@@ -826,6 +840,7 @@ impl Vrouter {
                 let reverse = back.map(|egress| {
                     let rewrite = arrival
                         .dnat
+                        .filter(|_| !self.config.planted.nat_forgets_reverse)
                         .map(|_| Rewrite { src: Some((key.tuple.dst, key.tuple.dst_port)), dst: None });
                     let key = FlowKey { vrf: arrival.target_vrf, tuple: reversed(&arrival.translated) };
                     (key, FlowAction::Forward { egress, rewrite, routed: true })
