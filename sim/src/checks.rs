@@ -39,7 +39,7 @@ pub fn evaluate(scenario: &Scenario, report: &RunReport) -> Vec<CheckResult> {
             CheckKind::LossOnlyInFailureWindows => loss_only_in_failure_windows(&check.name, report),
             CheckKind::RepliesFromTarget => replies_from_target(&check.name, report),
             CheckKind::Isolation { max_violations, max_gap } => {
-                isolation(&check.name, *max_violations, *max_gap, report)
+                isolation(&check.name, *max_violations, *max_gap, &scenario.path, report)
             }
             CheckKind::Ecmp { min_p_value, max_ratio } => ecmp(&check.name, *min_p_value, *max_ratio, report),
             CheckKind::Nat => nat(&check.name, report),
@@ -162,6 +162,7 @@ fn isolation(
     name: &str,
     max_violations: u64,
     max_gap: Option<SimDuration>,
+    path: &std::path::Path,
     report: &RunReport,
 ) -> CheckResult {
     let judged = &report.judgements;
@@ -190,6 +191,9 @@ fn isolation(
             first.traffic,
             first.cause
         );
+        // The packet at the moment it was delivered: its trace meets the state it met.
+        let at = netsim_core::SimTime(first.at_ns);
+        detail += &format!("; reproduce: {}", crate::trace::command(path, &first.trace_flow, at));
     }
     CheckResult {
         name: name.into(),

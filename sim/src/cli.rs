@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use netsim_control::network_manager::Isolation;
+use netsim_core::{SimDuration, SimTime};
 
 use crate::checks;
 use crate::reach;
@@ -144,6 +145,27 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Follow one packet across every layer: run the scenario up to TIME, send one packet of
+    /// the flow from its source pod, and print each step (data plane lookups, NAT, policy,
+    /// encapsulation, every fabric hop with its ECMP choice) and its fate. Exits 0 if it is
+    /// delivered, 1 if dropped, 2 on bad input.
+    Trace {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// SRC[:SPORT]->DST:PORT[/PROTO]: SRC a pod (`ns/name`, `name` or its IP), DST a pod,
+        /// an address or `service:NAME`; PROTO tcp (default) or udp.
+        #[arg(long, value_name = "SRC->DST:PORT/PROTO")]
+        flow: String,
+        /// When the packet is sent, e.g. 250ms [default: half the scenario's duration].
+        #[arg(long, value_name = "TIME")]
+        at: Option<crate::units::Duration>,
+        /// Use this seed instead of the scenario's.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print the trace as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Parse and validate scenario files without running them.
     Validate {
         /// Scenario files (TOML).
@@ -205,6 +227,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run { scenario, seed, out, quiet, pcap } => run(&scenario, seed, out, quiet, pcap),
         Command::Validate { scenarios } => validate(&scenarios),
+        Command::Trace { scenario, flow, at, seed, json } => trace(&scenario, &flow, at, seed, json),
         Command::Report { scenarios, out, seeds, sizes, jobs, quiet } => {
             let options = crate::report::ReportOptions { scenarios, out, seeds, sizes, jobs, quiet };
             crate::report::report_command(&options)
@@ -310,6 +333,51 @@ fn run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool, pcap: 
         println!("results   {}", written.display());
     }
     if results.passed() { EXIT_PASS } else { EXIT_CHECK_FAILED }
+}
+
+fn trace(path: &Path, flow: &str, at: Option<crate::units::Duration>, seed: Option<u64>, json: bool) -> u8 {
+    let mut scenario = match Scenario::load(path) {
+        Ok(scenario) => scenario,
+        Err(error) => {
+            eprintln!("{error}");
+            return EXIT_INVALID;
+        }
+    };
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    let duration = scenario.duration;
+    let at = at.map_or(SimDuration::from_nanos(duration.as_nanos() / 2), |at| at.0);
+    if at >= duration {
+        eprintln!("error: --at {at}: beyond the scenario's duration ({duration}): nothing is sent then");
+        return EXIT_INVALID;
+    }
+    let request = match crate::trace::parse_flow(flow, SimTime::ZERO + at) {
+        Ok(request) => request,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_INVALID;
+        }
+    };
+    let Some(spec) = scenario.dataplane.cluster_spec() else {
+        eprintln!("error: {}: tracing needs pods: `dataplane = \"overlay\"` or `\"calico\"`", path.display());
+        return EXIT_INVALID;
+    };
+    if let Err(message) = request.resolve(&spec.cluster) {
+        eprintln!("error: {message} (in {})", path.display());
+        return EXIT_INVALID;
+    }
+    let options = RunOptions { trace: Some(request), ..RunOptions::default() };
+    let report = runner::run(&scenario, options, &mut |_| {});
+    // Asked for, so present.
+    let trace = report.trace.expect("a traced run reports its trace");
+    if json {
+        // Plain structs of strings and numbers serialize.
+        println!("{}", serde_json::to_string_pretty(&trace).expect("serializable"));
+    } else {
+        print!("{}", trace.render());
+    }
+    if trace.delivered() { EXIT_PASS } else { EXIT_CHECK_FAILED }
 }
 
 fn reach_command(

@@ -5,6 +5,7 @@
 //! - [`scenario`]: loading and validating scenario files, with located diagnostics.
 //! - [`engine`]: the event queue, the trace hash and the named RNG streams.
 //! - [`traffic`]: flows of real UDP packets and the probe payload that identifies them.
+//! - [`trace`]: `netsim trace`, one packet followed across every layer at a chosen time.
 //! - [`runner`]: the event loop that drives the fabric and accounts for every packet.
 //! - [`checks`]: verdicts with numbers.
 //! - [`reach`]: `netsim reach`, the reachability matrix by real probes, judged against the
@@ -36,5 +37,6 @@ pub mod scenario;
 pub mod shrink;
 pub mod suite;
 pub mod sweep;
+pub mod trace;
 pub mod traffic;
 pub mod units;

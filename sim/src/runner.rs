@@ -11,6 +11,7 @@
 
 mod calico;
 mod judge;
+mod tracer;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,6 +56,8 @@ pub struct RunOptions {
     pub captures: Vec<String>,
     /// Known bugs to plant (tests of the checks only).
     pub planted: netsim_core::planted::PlantedBugs,
+    /// Follow one packet across every layer (`netsim trace`); the run stops at its fate.
+    pub trace: Option<crate::trace::TraceRequest>,
 }
 
 /// Most frames kept per capture; later ones are counted, not kept.
@@ -255,6 +258,8 @@ pub struct RunReport {
     /// What the isolation, ECMP, NAT and convergence checks judge (recorded only for the
     /// checks the scenario has).
     pub judgements: Judgements,
+    /// With [`RunOptions::trace`]: the traced packet's steps and fate.
+    pub trace: Option<crate::trace::PacketTrace>,
 }
 
 enum Event {
@@ -268,6 +273,8 @@ enum Event {
     ControlSend(u32),
     BgpTimer(u32),
     FelixApply(u32),
+    /// The traced packet is sent (`netsim trace` only).
+    Trace,
 }
 
 /// Trace kinds: part of the trace hash definition.
@@ -407,6 +414,7 @@ struct Simulation<'a> {
     churn_streams: Vec<ChaCha8Rng>,
     timeline: Vec<TimelineBucket>,
     judge: judge::Judge,
+    tracer: Option<tracer::Tracer>,
 }
 
 /// The gap to a churn process's next event: exponential with its mean.
@@ -454,6 +462,7 @@ pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(Si
         overlay_state: None,
         churn_streams: Vec::new(),
         judge: judge::Judge::new(scenario),
+        tracer: None,
         timeline: (0..TIMELINE_BUCKETS)
             .map(|i| TimelineBucket {
                 from_ns: scenario.duration.as_nanos() / TIMELINE_BUCKETS * i,
@@ -490,6 +499,8 @@ pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(Si
         }
         Dataplane::Underlay => {}
     }
+    simulation.tracer = simulation.options.trace.take().map(tracer::Tracer::new);
+    simulation.schedule_trace();
     simulation.schedule_traffic(&streams);
     for (index, event) in scenario.events.iter().enumerate() {
         simulation.queue.push(event.at, Event::Fault(index as u32));
@@ -677,6 +688,12 @@ impl Simulation<'_> {
                 }
                 Event::BgpTimer(host) => self.bgp_timer(host),
                 Event::FelixApply(update) => self.felix_apply(update),
+                Event::Trace => self.inject_trace(),
+            }
+            if let Some(tracer) = &self.tracer
+                && tracer.done()
+            {
+                break;
             }
             if self.overlay_state.is_none() && time >= self.end {
                 self.record_overlay_state();
@@ -748,6 +765,9 @@ impl Simulation<'_> {
     /// A pod on `host` sends `frame` through its interface.
     fn send_from_pod(&mut self, host: NodeId, interface: InterfaceId, frame: Vec<u8>) {
         self.capture_pod(interface, &frame);
+        if self.tracer.is_some() {
+            self.trace_plane(host, Port::Interface(interface), &frame);
+        }
         let overlay = self.overlay.as_mut().expect("pods exist only with an overlay");
         let forward =
             overlay.plane(host.0 as usize).handle_packet(self.now, Port::Interface(interface), frame);
@@ -757,6 +777,9 @@ impl Simulation<'_> {
 
     /// Acts on the fate a host's vrouter gave a frame.
     fn handle_vrouter(&mut self, host: NodeId, forward: VrouterForward) {
+        if self.tracer.is_some() {
+            self.trace_plane_fate(host, &forward);
+        }
         match forward {
             VrouterForward::Fabric(frame) => {
                 let forward = self.fabric.send(self.now, host, frame);
@@ -784,6 +807,10 @@ impl Simulation<'_> {
     /// entry asks for replies.
     fn deliver_to_pod(&mut self, interface: InterfaceId, frame: Vec<u8>) {
         self.capture_pod(interface, &frame);
+        if self.tracer.is_some() && self.trace_delivery(interface, &frame) {
+            self.recycle(frame);
+            return;
+        }
         if self.pod_deleted(interface) {
             // The vrouter has not yet learnt that the pod is gone: the packet is lost with it.
             let host =
@@ -960,6 +987,7 @@ impl Simulation<'_> {
                 None => Err(format!("pod {namespace}/{name} no longer exists")),
             },
             Change::Drain { host, .. } => overlay.cluster.drain(*host).map(|_| ()),
+            Change::DeletePolicy { namespace, name } => overlay.cluster.delete_policy(namespace, name),
             Change::Apply { objects, .. } => overlay
                 .cluster
                 .apply((**objects).clone())
@@ -1193,6 +1221,10 @@ impl Simulation<'_> {
     fn handle(&mut self, forward: Forward) {
         match forward {
             Forward::Transmit(transmit) => {
+                if self.tracer.is_some() && self.trace_transmit(&transmit) {
+                    self.queue.push(transmit.arrive_at, Event::Arrive(transmit));
+                    return;
+                }
                 if self.judge.records_hops()
                     && let Some(probe) = Probe::find(&transmit.frame)
                 {
@@ -1215,6 +1247,9 @@ impl Simulation<'_> {
                     return;
                 }
                 if self.overlay.is_some() {
+                    if self.tracer.is_some() {
+                        self.trace_plane(host, Port::Fabric, &frame);
+                    }
                     let overlay = self.overlay.as_mut().expect("checked");
                     let forward = overlay.plane(host.0 as usize).handle_packet(self.now, Port::Fabric, frame);
                     self.schedule_vrouter_timer(host.0);
@@ -1252,6 +1287,11 @@ impl Simulation<'_> {
     /// Accounts for a dropped frame: by reason, by layer, by traffic entry, and against the
     /// failure windows.
     fn record_drop(&mut self, layer: &'static str, name: &'static str, node: NodeId, frame: Vec<u8>) {
+        if self.tracer.is_some() && self.trace_drop(layer, name, node, &frame) {
+            // The traced packet is not traffic of the scenario.
+            self.recycle(frame);
+            return;
+        }
         *self.packets.dropped.entry(name).or_default() += 1;
         self.bucket().dropped += 1;
         *self.drops_by_layer.entry(layer).or_default().entry(name).or_default() += 1;
@@ -1382,6 +1422,7 @@ impl Simulation<'_> {
             timeline: self.timeline,
             latency_quantiles,
             judgements,
+            trace: self.tracer.map(tracer::Tracer::finish),
         }
     }
 }

@@ -327,6 +327,7 @@ struct EventSection {
     workload: Option<Spanned<String>>,
     replicas: Option<u32>,
     manifest: Option<Spanned<String>>,
+    policy: Option<Spanned<String>>,
 }
 
 /// What a scheduled event does to its element.
@@ -630,7 +631,15 @@ pub enum Change {
         /// Its name, for reports.
         name: String,
     },
-    /// Apply the objects of a manifest file (as `kubectl apply` of new objects).
+    /// Delete a NetworkPolicy.
+    DeletePolicy {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// Apply the objects of a manifest file (as `kubectl apply`: new objects are created,
+    /// existing policies and services of the same name edited).
     Apply {
         /// The file, for reports.
         file: String,
@@ -772,6 +781,7 @@ impl Scenario {
                         format!("scale {namespace}/{name} to {replicas}")
                     }
                     Change::DeletePod { namespace, name } => format!("delete {namespace}/{name}"),
+                    Change::DeletePolicy { namespace, name } => format!("delete policy {namespace}/{name}"),
                     Change::RestartPod { namespace, name } => format!("restart {namespace}/{name}"),
                     Change::Drain { name, .. } => format!("drain {name}"),
                     Change::Apply { file, .. } => format!("apply {file}"),
@@ -1572,6 +1582,23 @@ fn churn_spec(
             at,
             change: Change::Apply { file: manifest.get_ref().clone(), objects: Box::new(objects) },
         });
+    }
+    if let Some(policy) = &event.policy {
+        let (Action::Delete, None, None, None, None, false) =
+            (event.action, &event.workload, &event.pod, event.replicas, &event.host, fabric_target)
+        else {
+            report.spanned(
+                section,
+                "a `policy` event deletes it: `action = \"delete\"` and nothing else".into(),
+            );
+            return None;
+        };
+        let (namespace, name) = split(policy.get_ref());
+        if !cluster.policies().iter().any(|p| p.namespace == namespace && p.name == name) {
+            report.spanned(policy, format!("no NetworkPolicy `{namespace}/{name}` in the manifests"));
+            return None;
+        }
+        return Some(ChurnSpec { at, change: Change::DeletePolicy { namespace, name } });
     }
     let change = match (event.action, &event.workload, &event.pod, event.replicas, &event.host) {
         (Action::Scale, Some(workload), None, Some(replicas), None) if !fabric_target => {

@@ -212,7 +212,12 @@ impl Cluster {
         }
         for policy in objects.policies {
             self.ensure_namespace(&policy.namespace);
-            self.policies.push(policy);
+            // As `kubectl apply`: a policy of the same name is replaced (edited).
+            match self.policies.iter_mut().find(|p| p.namespace == policy.namespace && p.name == policy.name)
+            {
+                Some(existing) => *existing = policy,
+                None => self.policies.push(policy),
+            }
         }
         self.refresh_endpoints();
         if errors.is_empty() { Ok(()) } else { Err(errors) }
@@ -222,6 +227,16 @@ impl Cluster {
         if !self.namespaces.contains_key(name) {
             self.namespaces.insert(name.to_string(), Namespace::new(name, Labels::new()));
         }
+    }
+
+    /// Deletes a NetworkPolicy (`kubectl delete networkpolicy`).
+    pub fn delete_policy(&mut self, namespace: &str, name: &str) -> Result<(), String> {
+        let before = self.policies.len();
+        self.policies.retain(|p| !(p.namespace == namespace && p.name == name));
+        if self.policies.len() == before {
+            return Err(format!("no NetworkPolicy {namespace}/{name}"));
+        }
+        Ok(())
     }
 
     /// Schedules, addresses and records a pod, and updates the services' endpoints.
@@ -386,12 +401,24 @@ impl Cluster {
     }
 
     fn add_service(&mut self, service: Service) -> Result<(), String> {
-        if self
+        if let Some(existing) = self
             .services
-            .iter()
-            .any(|s| s.service.namespace == service.namespace && s.service.name == service.name)
+            .iter_mut()
+            .find(|s| s.service.namespace == service.namespace && s.service.name == service.name)
         {
-            return Err("a service of this name already exists".into());
+            // As `kubectl apply`: the service is edited in place; its ClusterIP is immutable.
+            if let ClusterIpRequest::Fixed(ip) = service.cluster_ip
+                && existing.cluster_ip != Some(ip)
+            {
+                return Err("spec.clusterIP is immutable: the service exists with another address".into());
+            }
+            if matches!(service.cluster_ip, ClusterIpRequest::Headless) != existing.cluster_ip.is_none() {
+                return Err(
+                    "spec.clusterIP is immutable: a service cannot become or stop being headless".into()
+                );
+            }
+            existing.service = service;
+            return Ok(());
         }
         let cluster_ip = match service.cluster_ip {
             ClusterIpRequest::Headless => None,
@@ -594,5 +621,35 @@ status: {podIP: 10.0.9.9}
                 "Pod default/squatter: spec.nodeName: `host-100` is not a host of this cluster (host-0 to host-99)",
             ]
         );
+    }
+
+    #[test]
+    fn applying_an_object_again_edits_it_and_policies_can_be_deleted() {
+        let (objects, _) = manifest::parse("p.yaml", PETSTORE).unwrap();
+        let mut cluster = Cluster::build(ClusterConfig::default(), objects).unwrap();
+        let ip = cluster.services()[0].cluster_ip;
+        let policy = |port: u16| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: web}}\nspec:\n  podSelector: {{matchLabels: {{name: frontend}}}}\n  ingress: [{{ports: [{{port: {port}}}]}}]\n"
+            )
+        };
+        for port in [3000, 3001] {
+            cluster.apply(manifest::parse("np.yaml", &policy(port)).unwrap().0).unwrap();
+        }
+        // The second apply replaced the first.
+        assert_eq!(cluster.policies().len(), 1);
+        assert_eq!(format!("{:?}", cluster.policies()[0].ingress).matches("3001").count(), 1);
+        // A service applied again is edited in place: same ClusterIP, new port, new endpoints.
+        let edited = "apiVersion: v1\nkind: Service\nmetadata: {name: frontend}\nspec:\n  selector: {name: frontend}\n  ports: [{port: 80, targetPort: http}]\n";
+        cluster.apply(manifest::parse("svc.yaml", edited).unwrap().0).unwrap();
+        assert_eq!((cluster.services().len(), cluster.services()[0].cluster_ip), (1, ip));
+        assert_eq!(cluster.services()[0].service.ports[0].port, 80);
+        assert_eq!(cluster.services()[0].backends[0].len(), 3);
+        let moved = "apiVersion: v1\nkind: Service\nmetadata: {name: frontend}\nspec:\n  clusterIP: 10.96.9.9\n  selector: {name: frontend}\n  ports: [{port: 80}]\n";
+        let errors = cluster.apply(manifest::parse("svc.yaml", moved).unwrap().0).unwrap_err();
+        assert!(errors[0].message.contains("immutable"), "{errors:?}");
+        cluster.delete_policy("default", "web").unwrap();
+        assert!(cluster.policies().is_empty());
+        assert_eq!(cluster.delete_policy("default", "web"), Err("no NetworkPolicy default/web".into()));
     }
 }

@@ -71,6 +71,11 @@ impl Felix {
         PolicyId(*self.policies.entry(name).or_insert(next))
     }
 
+    /// The policies it compiled, by id: `(id, namespace/name)`.
+    pub fn policy_names(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.policies.iter().map(|(name, &id)| (id, name.as_str()))
+    }
+
     /// Every host's programming for the cluster as it is (`hosts` hosts).
     pub fn compile(&mut self, cluster: &Cluster, hosts: u32) -> Vec<HostProgram> {
         let mut ipsets = BTreeMap::new();

@@ -327,6 +327,11 @@ fn install(host: &mut CalicoHost, event: RouteEvent) {
     let _ = host.handle_command(SimTime::ZERO, command);
 }
 
+/// The NetworkPolicy behind each policy id felix handed out, for traces.
+pub(super) fn policy_names(calico: &CalicoState) -> Vec<(u32, String)> {
+    calico.felix.policy_names().map(|(id, name)| (id, name.to_string())).collect()
+}
+
 /// Whether a frame is a BGP segment (TCP, either port 179).
 pub(super) fn is_bgp(frame: &[u8]) -> bool {
     netsim_core::FiveTuple::from_ethernet(frame)

@@ -30,6 +30,9 @@ pub struct Violation {
     pub traffic: String,
     /// Why the oracle forbids it.
     pub cause: String,
+    /// The packet as `netsim trace --flow` takes it: source pod address and port, what it
+    /// called (a ClusterIP or a pod), port and protocol.
+    pub trace_flow: String,
 }
 
 /// A permitted flow that lost packets: from its first loss to its next delivery.
@@ -199,6 +202,14 @@ impl Judge {
                         flow: tuple.to_string(),
                         traffic: traffic.1.to_string(),
                         cause,
+                        trace_flow: format!(
+                            "{}:{}->{}:{}/{}",
+                            tuple.src,
+                            tuple.src_port,
+                            target.0,
+                            target.1,
+                            if tuple.protocol == 17 { "udp" } else { "tcp" }
+                        ),
                     });
                 }
             }

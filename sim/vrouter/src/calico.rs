@@ -27,7 +27,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use netsim_core::acl::{FlowView, Verdict};
 use netsim_core::chains::{
-    Direction, EndpointPolicy, IpSetId, PolicyChains, PolicyId, PolicyStore, SetMember,
+    Decider, Direction, EndpointPolicy, IpSetId, PolicyChains, PolicyId, PolicyStore, SetMember,
 };
 use netsim_core::packet::{ETHERNET_HEADER_LEN, IP_PROTO_UDP};
 use netsim_core::planted::PlantedBugs;
@@ -38,7 +38,7 @@ use crate::ipv4::{check_ip_header, check_ipv4, decrement_ttl, outer_header, reve
 use crate::lpm::RouteTable;
 use crate::nat::{End, rewrite};
 use crate::wire::{VXLAN_LEN, VXLAN_UDP_PORT, Vxlan};
-use crate::{DataPlane, DropReason, Forward, InterfaceId, Port, VrfId};
+use crate::{DataPlane, DropReason, Forward, InterfaceId, Notes, Port, VrfId, note};
 
 /// The MAC of the host side of every pod's veth: Calico answers every pod's ARP with it.
 pub const CALICO_GATEWAY_MAC: [u8; 6] = [0xee; 6];
@@ -425,15 +425,23 @@ impl CalicoHost {
 
     /// kube-proxy's choice among `n` backends: rule `i` matches with probability 1/(n-i).
     fn pick_backend(&mut self, n: usize) -> usize {
+        let (chosen, draws) = self.draw_backend(self.nat_draws, n);
+        self.nat_draws = draws;
+        chosen
+    }
+
+    /// The backend kube-proxy's rules pick among `n` after `draws` draws so far, and the draws
+    /// made by then.
+    fn draw_backend(&self, mut draws: u64, n: usize) -> (usize, u64) {
         for index in 0..n - 1 {
-            self.nat_draws += 1;
-            let draw = mix64(self.config.nat_seed ^ mix64(self.nat_draws));
+            draws += 1;
+            let draw = mix64(self.config.nat_seed ^ mix64(draws));
             // A uniform draw in [0, 1) below 1/(n - index).
             if (draw >> 11) as f64 * (1.0 / (1u64 << 53) as f64) * ((n - index) as f64) < 1.0 {
-                return index;
+                return (index, draws);
             }
         }
-        n - 1
+        (n - 1, draws)
     }
 
     fn packet_from_endpoint(&mut self, now: SimTime, id: InterfaceId, mut frame: Vec<u8>) -> Forward {
@@ -475,42 +483,69 @@ impl CalicoHost {
         tuple: FiveTuple,
     ) -> Result<Option<Rewrite>, DropReason> {
         let service = (tuple.dst, tuple.dst_port, tuple.protocol);
-        let mut translated = tuple;
-        let mut dnat = None;
-        if let Some(backends) = self.services.get(&service) {
-            if backends.is_empty() {
-                return Err(DropReason::NatNoMapping);
-            }
-            let n = backends.len();
-            let chosen = self.pick_backend(n);
-            let (address, port) = self.services[&service][chosen];
-            translated.dst = address;
-            translated.dst_port = port;
-            dnat = Some(Rewrite { src: None, dst: Some((address, port)) });
-        }
-        let view = flow_view(&translated);
-        let egress = self.endpoints[&id].policy.egress.as_deref();
-        self.counters.policy_evaluations += 1;
-        if self.store.evaluate(egress, Direction::Egress, &view).0 == Verdict::Deny {
-            return Err(DropReason::Policy);
-        }
-        match self.routes.lookup(translated.dst).map(|(_, route)| route) {
-            Some(Route::Endpoint(target)) => {
-                let ingress = self.endpoints[target].policy.ingress.as_deref();
-                self.counters.policy_evaluations += 1;
-                if self.store.evaluate(ingress, Direction::Ingress, &view).0 == Verdict::Deny {
-                    return Err(DropReason::Policy);
-                }
-            }
-            Some(Route::Remote(_)) => {}
-            Some(Route::Blackhole) | None => return Err(DropReason::NoRoute),
-        }
+        let chosen = match self.services.get(&service) {
+            Some(backends) if backends.is_empty() => return Err(DropReason::NatNoMapping),
+            Some(backends) => Some(self.pick_backend(backends.len())),
+            None => None,
+        };
+        let mut evaluations = 0;
+        let judged = self.judge_connection(id, tuple, chosen, &mut evaluations, &mut None);
+        self.counters.policy_evaluations += evaluations;
+        let (translated, dnat) = judged?;
         let unnat = dnat
             .filter(|_| !self.config.planted.nat_forgets_reverse)
             .map(|_| Rewrite { src: Some((tuple.dst, tuple.dst_port)), dst: None });
         self.track(now, tuple, dnat, reversed(&translated), unnat)?;
         self.counters.nat_connections += u64::from(dnat.is_some());
         Ok(dnat)
+    }
+
+    /// A new connection from endpoint `id` with kube-proxy's backend `chosen` (for a service):
+    /// its translated tuple and NAT, after egress policy and, for a local destination, its
+    /// ingress policy (`evaluations` counts the verdicts computed).
+    fn judge_connection(
+        &self,
+        id: InterfaceId,
+        tuple: FiveTuple,
+        chosen: Option<usize>,
+        evaluations: &mut u64,
+        notes: &mut Notes<'_>,
+    ) -> Result<(FiveTuple, Option<Rewrite>), DropReason> {
+        let service = (tuple.dst, tuple.dst_port, tuple.protocol);
+        let mut translated = tuple;
+        let mut dnat = None;
+        if let Some(chosen) = chosen {
+            let (address, port) = self.services[&service][chosen];
+            translated.dst = address;
+            translated.dst_port = port;
+            dnat = Some(Rewrite { src: None, dst: Some((address, port)) });
+            note(notes, || format!("kube-proxy DNAT: {}:{} -> {address}:{port}", tuple.dst, tuple.dst_port));
+        }
+        let view = flow_view(&translated);
+        let endpoint = &self.endpoints[&id];
+        *evaluations += 1;
+        let verdict = self.store.evaluate(endpoint.policy.egress.as_deref(), Direction::Egress, &view);
+        note(notes, || format!("egress policy of {}: {}", endpoint.name, describe_verdict(verdict)));
+        if verdict.0 == Verdict::Deny {
+            return Err(DropReason::Policy);
+        }
+        match self.routes.lookup(translated.dst).map(|(_, route)| route) {
+            Some(Route::Endpoint(target)) => {
+                let target = &self.endpoints[target];
+                *evaluations += 1;
+                let verdict =
+                    self.store.evaluate(target.policy.ingress.as_deref(), Direction::Ingress, &view);
+                note(notes, || {
+                    format!("ingress policy of {} (same host): {}", target.name, describe_verdict(verdict))
+                });
+                if verdict.0 == Verdict::Deny {
+                    return Err(DropReason::Policy);
+                }
+            }
+            Some(Route::Remote(_)) => {}
+            Some(Route::Blackhole) | None => return Err(DropReason::NoRoute),
+        }
+        Ok((translated, dnat))
     }
 
     /// Records a connection: its first direction and the replies' direction.
@@ -545,13 +580,9 @@ impl CalicoHost {
     fn route_out(&mut self, _now: SimTime, mut frame: Vec<u8>, original: &FiveTuple) -> Forward {
         let at = ETHERNET_HEADER_LEN;
         let destination = Ipv4Addr::from([frame[at + 16], frame[at + 17], frame[at + 18], frame[at + 19]]);
-        let next = match self.routes.lookup(destination).map(|(_, route)| route) {
-            Some(Route::Endpoint(target)) => Ok(*target),
-            Some(Route::Remote(hops)) => Err(match hops.len() {
-                1 => hops[0],
-                n => hops[(original.hash(self.config.ecmp_seed) % n as u64) as usize],
-            }),
-            Some(Route::Blackhole) | None => return self.drop(DropReason::NoRoute, frame),
+        let next = match self.next_hop(destination, original) {
+            Ok(next) => next,
+            Err(reason) => return self.drop(reason, frame),
         };
         if !decrement_ttl(&mut frame[at..]) {
             return self.drop(DropReason::TtlExpired, frame);
@@ -566,6 +597,28 @@ impl CalicoHost {
                 Ok(()) => Forward::Fabric(frame),
                 Err(reason) => self.drop(reason, frame),
             },
+        }
+    }
+
+    /// Where a packet to `destination` goes: a local endpoint (`Ok`), or the host of an ECMP
+    /// next hop chosen by the hash of its `original` tuple (`Err`).
+    fn next_hop(
+        &self,
+        destination: Ipv4Addr,
+        original: &FiveTuple,
+    ) -> Result<Result<InterfaceId, Ipv4Addr>, DropReason> {
+        match self.routes.lookup(destination).map(|(_, route)| route) {
+            Some(Route::Endpoint(target)) => Ok(Ok(*target)),
+            Some(Route::Remote(hops)) => Ok(Err(hops[self.ecmp_index(hops.len(), original)])),
+            Some(Route::Blackhole) | None => Err(DropReason::NoRoute),
+        }
+    }
+
+    /// The index of the next hop a flow takes among `n`.
+    fn ecmp_index(&self, n: usize, original: &FiveTuple) -> usize {
+        match n {
+            1 => 0,
+            n => (original.hash(self.config.ecmp_seed) % n as u64) as usize,
         }
     }
 
@@ -617,6 +670,15 @@ impl CalicoHost {
     /// Strips an IP-in-IP or VXLAN header addressed to this host, leaving the inner IP packet
     /// behind the Ethernet header; a plain packet is left as it is.
     fn decapsulate(&mut self, frame: &mut Vec<u8>) -> Result<(), DropReason> {
+        let Some(inner_at) = self.tunnel_inner(frame)? else { return Ok(()) };
+        strip_tunnel(frame, inner_at);
+        self.counters.decapsulated += 1;
+        Ok(())
+    }
+
+    /// Checks an IP-in-IP or VXLAN header addressed to this host: where the inner IP packet
+    /// starts (`None` for a plain packet).
+    fn tunnel_inner(&self, frame: &[u8]) -> Result<Option<usize>, DropReason> {
         let ip = ETHERNET_HEADER_LEN;
         let header_len = check_ip_header(frame, ip)?;
         let protocol = frame[ip + 9];
@@ -637,7 +699,7 @@ impl CalicoHost {
                 }
                 vxlan + VXLAN_LEN + ETHERNET_HEADER_LEN
             }
-            _ => return Ok(()),
+            _ => return Ok(None),
         };
         if destination != self.config.host_ip {
             return Err(DropReason::NotForHost);
@@ -645,11 +707,7 @@ impl CalicoHost {
         if inner_at >= ip + total {
             return Err(DropReason::Malformed);
         }
-        frame.truncate(ip + total);
-        frame.copy_within(inner_at.., ip);
-        frame.truncate(frame.len() - (inner_at - ip));
-        self.counters.decapsulated += 1;
-        Ok(())
+        Ok(Some(inner_at))
     }
 
     fn packet_from_fabric(&mut self, now: SimTime, mut frame: Vec<u8>) -> Forward {
@@ -668,16 +726,11 @@ impl CalicoHost {
                 entry.action
             }
             None => {
-                let target = match self.routes.lookup(tuple.dst).map(|(_, route)| route) {
-                    Some(Route::Endpoint(target)) => *target,
-                    // A host forwards only to its own pods: anything else is misrouted.
-                    Some(Route::Remote(_)) => return self.drop(DropReason::NotForHost, frame),
-                    Some(Route::Blackhole) | None => return self.drop(DropReason::NoRoute, frame),
+                let denied = match self.ingress_denies(&tuple, &mut None) {
+                    Ok(denied) => denied,
+                    Err(reason) => return self.drop(reason, frame),
                 };
-                let ingress = self.endpoints[&target].policy.ingress.as_deref();
                 self.counters.policy_evaluations += 1;
-                let denied =
-                    self.store.evaluate(ingress, Direction::Ingress, &flow_view(&tuple)).0 == Verdict::Deny;
                 if self.config.planted.conntrack_before_policy {
                     // The planted bug: the connection is tracked before it is judged.
                     let _ = self.track(now, tuple, None, reversed(&tuple), None);
@@ -711,7 +764,190 @@ impl CalicoHost {
     }
 }
 
+impl CalicoHost {
+    /// Whether the ingress policy of the local endpoint `tuple` is addressed to denies a new
+    /// connection from the fabric (an error if the address is not a local endpoint's).
+    fn ingress_denies(&self, tuple: &FiveTuple, notes: &mut Notes<'_>) -> Result<bool, DropReason> {
+        let target = match self.routes.lookup(tuple.dst).map(|(_, route)| route) {
+            Some(Route::Endpoint(target)) => &self.endpoints[target],
+            // A host forwards only to its own pods: anything else is misrouted.
+            Some(Route::Remote(_)) => return Err(DropReason::NotForHost),
+            Some(Route::Blackhole) | None => return Err(DropReason::NoRoute),
+        };
+        let verdict =
+            self.store.evaluate(target.policy.ingress.as_deref(), Direction::Ingress, &flow_view(tuple));
+        note(notes, || format!("ingress policy of {}: {}", target.name, describe_verdict(verdict)));
+        Ok(verdict.0 == Verdict::Deny)
+    }
+
+    /// The connection state a packet meets: its conntrack entry's translation, or a new
+    /// connection's (`judge` decides it, taking notes) if it fits the table.
+    fn explain_conntrack(
+        &self,
+        tuple: FiveTuple,
+        steps: &mut Vec<String>,
+        judge: impl FnOnce(&mut Vec<String>) -> Result<(Option<Rewrite>, FiveTuple), DropReason>,
+    ) -> Result<Option<Rewrite>, DropReason> {
+        let key = FlowKey { vrf: CONNTRACK_VRF, tuple };
+        if let Some(entry) = self.conntrack.get(&key) {
+            let translation = entry.action.map_or("no translation".to_string(), |r| r.to_string());
+            steps.push(format!(
+                "conntrack: established (created {}, {} packets): {translation}",
+                entry.created, entry.packets
+            ));
+            return Ok(entry.action);
+        }
+        steps.push(format!("conntrack: no entry for {tuple}: a new connection, judged now"));
+        let (translation, reply) = judge(steps)?;
+        let reply_key = FlowKey { vrf: CONNTRACK_VRF, tuple: reply };
+        if !self.conntrack.fits_pair(&key, Some(&reply_key)) {
+            steps.push(format!("conntrack table full ({} entries)", self.conntrack.len()));
+            return Err(DropReason::FlowTableFull);
+        }
+        Ok(translation)
+    }
+
+    fn explain_from_endpoint(
+        &self,
+        id: InterfaceId,
+        frame: &[u8],
+        steps: &mut Vec<String>,
+    ) -> Result<String, DropReason> {
+        let endpoint = self.endpoints.get(&id).ok_or(DropReason::UnknownInterface)?;
+        steps.push(format!("from endpoint {} ({})", endpoint.name, endpoint.ip));
+        let inner = check_ipv4(frame, ETHERNET_HEADER_LEN)?;
+        let tuple = inner.tuple;
+        if tuple.src != endpoint.ip {
+            return Err(DropReason::SourceMismatch);
+        }
+        let translation = self.explain_conntrack(tuple, steps, |steps| {
+            let service = (tuple.dst, tuple.dst_port, tuple.protocol);
+            let chosen = match self.services.get(&service) {
+                Some(backends) if backends.is_empty() => {
+                    steps.push(format!("kube-proxy: service {}:{} has no backends: rejected", tuple.dst, tuple.dst_port));
+                    return Err(DropReason::NatNoMapping);
+                }
+                Some(backends) => {
+                    let (chosen, _) = self.draw_backend(self.nat_draws, backends.len());
+                    let list: Vec<String> = backends.iter().map(|(ip, port)| format!("{ip}:{port}")).collect();
+                    steps.push(format!(
+                        "kube-proxy: service {}:{} has {} backend(s) [{}]; a new connection draws one at random: now backend {chosen}",
+                        tuple.dst,
+                        tuple.dst_port,
+                        backends.len(),
+                        list.join(", ")
+                    ));
+                    Some(chosen)
+                }
+                None => None,
+            };
+            let (translated, dnat) = self.judge_connection(id, tuple, chosen, &mut 0, &mut Some(steps))?;
+            Ok((dnat, reversed(&translated)))
+        })?;
+        let mut translated = tuple;
+        if let Some(rewrite) = translation.and_then(|t| t.dst) {
+            (translated.dst, translated.dst_port) = rewrite;
+        }
+        let (prefix, route) = self.routes.lookup(translated.dst).ok_or_else(|| {
+            steps.push(format!("route lookup: no route to {}", translated.dst));
+            DropReason::NoRoute
+        })?;
+        let next = self.next_hop(translated.dst, &tuple)?;
+        steps.push(match (route, next) {
+            (Route::Remote(hops), Err(hop)) => {
+                let list: Vec<String> = hops.iter().map(ToString::to_string).collect();
+                format!(
+                    "route lookup: {} matches {prefix} via [{}]; ECMP next hop {} of {}: host {hop}",
+                    translated.dst,
+                    list.join(", "),
+                    self.ecmp_index(hops.len(), &tuple),
+                    hops.len()
+                )
+            }
+            (_, Ok(target)) => format!(
+                "route lookup: {} matches {prefix}: local endpoint {}",
+                translated.dst,
+                self.endpoint_name(target).unwrap_or("?")
+            ),
+            (_, Err(hop)) => format!("route lookup: {} matches {prefix} via host {hop}", translated.dst),
+        });
+        if frame[ETHERNET_HEADER_LEN + 8] <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        match next {
+            Ok(target) => Ok(format!("deliver to endpoint {}", self.endpoint_name(target).unwrap_or("?"))),
+            Err(hop) => {
+                let encapsulation = self.config.encapsulation;
+                let outer_len = frame.len() - ETHERNET_HEADER_LEN + encapsulation.overhead();
+                if outer_len > self.config.underlay_mtu as usize {
+                    steps.push(format!("{outer_len} bytes > underlay MTU {}", self.config.underlay_mtu));
+                    return Err(DropReason::MtuExceeded);
+                }
+                steps.push(match encapsulation {
+                    CalicoEncapsulation::None => {
+                        "no encapsulation: the fabric routes pod addresses".to_string()
+                    }
+                    CalicoEncapsulation::IpIp => {
+                        format!("encapsulate IP-in-IP: outer {} -> {hop}", self.config.host_ip)
+                    }
+                    CalicoEncapsulation::Vxlan => {
+                        format!("encapsulate VXLAN VNI {CALICO_VNI}: outer {} -> {hop}", self.config.host_ip)
+                    }
+                });
+                Ok(format!("to the fabric, towards host {hop}"))
+            }
+        }
+    }
+
+    fn explain_from_fabric(&self, frame: &[u8], steps: &mut Vec<String>) -> Result<String, DropReason> {
+        let mut frame = frame.to_vec();
+        match self.tunnel_inner(&frame)? {
+            Some(inner_at) => {
+                let source = Ipv4Addr::from([frame[26], frame[27], frame[28], frame[29]]);
+                let kind = if frame[ETHERNET_HEADER_LEN + 9] == IP_PROTO_IPIP { "IP-in-IP" } else { "VXLAN" };
+                steps.push(format!("decapsulate {kind} from host {source}"));
+                strip_tunnel(&mut frame, inner_at);
+            }
+            None => steps.push("plain IP from the fabric".to_string()),
+        }
+        let tuple = check_ipv4(&frame, ETHERNET_HEADER_LEN)?.tuple;
+        let translation = self.explain_conntrack(tuple, steps, |steps| {
+            if self.ingress_denies(&tuple, &mut Some(steps))? {
+                return Err(DropReason::Policy);
+            }
+            Ok((None, reversed(&tuple)))
+        })?;
+        let mut destination = tuple.dst;
+        if let Some(rewrite) = translation {
+            steps.push(format!("NAT: {rewrite}"));
+            if let Some((ip, _)) = rewrite.dst {
+                destination = ip;
+            }
+        }
+        let Some(Route::Endpoint(target)) = self.routes.lookup(destination).map(|(_, route)| route) else {
+            return Err(DropReason::NotForHost);
+        };
+        if frame[ETHERNET_HEADER_LEN + 8] <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        Ok(format!("deliver to endpoint {}", self.endpoint_name(*target).unwrap_or("?")))
+    }
+}
+
 impl DataPlane for CalicoHost {
+    fn explain(&self, _now: SimTime, port: Port, frame: &[u8]) -> Vec<String> {
+        let mut steps = Vec::new();
+        let fate = match port {
+            Port::Interface(id) => self.explain_from_endpoint(id, frame, &mut steps),
+            Port::Fabric => self.explain_from_fabric(frame, &mut steps),
+        };
+        steps.push(match fate {
+            Ok(fate) => fate,
+            Err(reason) => format!("drop: {reason}"),
+        });
+        steps
+    }
+
     fn handle_packet(&mut self, now: SimTime, port: Port, frame: Vec<u8>) -> Forward {
         match port {
             Port::Interface(id) => self.packet_from_endpoint(now, id, frame),
@@ -749,6 +985,25 @@ fn flow_view(tuple: &FiveTuple) -> FlowView {
         dst_vn: None,
         protocol: tuple.protocol,
         dst_port: tuple.dst_port,
+    }
+}
+
+/// Removes the tunnel headers in front of the inner IP packet at `inner_at` (checked by
+/// [`CalicoHost::tunnel_inner`]).
+fn strip_tunnel(frame: &mut Vec<u8>, inner_at: usize) {
+    let ip = ETHERNET_HEADER_LEN;
+    let total = usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
+    frame.truncate(ip + total);
+    frame.copy_within(inner_at.., ip);
+    frame.truncate(frame.len() - (inner_at - ip));
+}
+
+/// A policy verdict and what decided it.
+fn describe_verdict((verdict, decider): (Verdict, Decider)) -> String {
+    match decider {
+        Decider::Unselected => format!("{verdict:?}: no policy selects it"),
+        Decider::Rule { policy, rule } => format!("{verdict:?} by policy #{} rule #{rule}", policy.0),
+        Decider::DefaultDeny => format!("{verdict:?}: no rule of its policies matches (default deny)"),
     }
 }
 

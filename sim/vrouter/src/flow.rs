@@ -49,6 +49,20 @@ pub struct Rewrite {
     pub dst: Option<(Ipv4Addr, u16)>,
 }
 
+impl std::fmt::Display for Rewrite {
+    /// `rewrite source -> A:P, destination -> B:Q`, for traces.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some((ip, port)) = self.src {
+            parts.push(format!("source -> {ip}:{port}"));
+        }
+        if let Some((ip, port)) = self.dst {
+            parts.push(format!("destination -> {ip}:{port}"));
+        }
+        write!(f, "rewrite {}", parts.join(", "))
+    }
+}
+
 /// What a flow's packets get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowAction {
@@ -139,6 +153,15 @@ impl<A> FlowTable<A> {
         self.index.get(key).and_then(|&slot| self.entries[slot as usize].as_ref())
     }
 
+    /// Whether [`FlowTable::insert_pair`] would find room for a pair with these keys.
+    pub fn fits_pair(&self, forward: &FlowKey, reverse: Option<&FlowKey>) -> bool {
+        let mut needed = usize::from(!self.index.contains_key(forward));
+        if let Some(reverse) = reverse {
+            needed += usize::from(!self.index.contains_key(reverse) && reverse != forward);
+        }
+        self.index.len() + needed <= self.max
+    }
+
     /// Adds a flow and, if given, its reverse as a pair. Fails, adding nothing, if the table
     /// lacks room for all of it. An existing entry with the same key is replaced.
     pub fn insert_pair(
@@ -146,11 +169,7 @@ impl<A> FlowTable<A> {
         forward: FlowEntry<A>,
         reverse: Option<FlowEntry<A>>,
     ) -> Result<(), TableFull> {
-        let mut needed = usize::from(!self.index.contains_key(&forward.key));
-        if let Some(reverse) = &reverse {
-            needed += usize::from(!self.index.contains_key(&reverse.key) && reverse.key != forward.key);
-        }
-        if self.index.len() + needed > self.max {
+        if !self.fits_pair(&forward.key, reverse.as_ref().map(|r| &r.key)) {
             return Err(TableFull);
         }
         let forward_slot = self.put(forward);

@@ -140,4 +140,19 @@ pub trait DataPlane {
     fn handle_timeout(&mut self, now: SimTime);
     /// When [`DataPlane::handle_timeout`] is next needed, if ever.
     fn poll_timeout(&self) -> Option<SimTime>;
+    /// What [`DataPlane::handle_packet`] would do with `frame` on `port` at `now`, one step a
+    /// line — decapsulation, flow or connection state, route, NAT, policy, encapsulation — and
+    /// last its fate (`drop: REASON` for a drop), without changing any state (`netsim trace`).
+    fn explain(&self, now: SimTime, port: Port, frame: &[u8]) -> Vec<String>;
+}
+
+/// Where the forwarding path's judgement writes down what it decided, when asked to
+/// ([`DataPlane::explain`]); `None` on the forwarding path itself, which then pays one branch.
+pub(crate) type Notes<'a> = Option<&'a mut Vec<String>>;
+
+/// Writes a note, if notes are taken.
+pub(crate) fn note(notes: &mut Notes<'_>, text: impl FnOnce() -> String) {
+    if let Some(notes) = notes {
+        notes.push(text());
+    }
 }

@@ -35,7 +35,7 @@ use crate::wire::{
     GRE_LEN, GRE_PROTO_MPLS, Gre, IP_PROTO_GRE, MPLS_LEN, MPLS_UDP_PORT, MplsLabel, VXLAN_LEN,
     VXLAN_UDP_PORT, Vxlan,
 };
-use crate::{DataPlane, DropReason, Forward, InterfaceId, Port, VrfId};
+use crate::{DataPlane, DropReason, Forward, InterfaceId, Notes, Port, VrfId, note};
 use netsim_core::planted::PlantedBugs;
 
 /// The MAC address the vrouter answers for as every pod's gateway (OpenContrail's).
@@ -412,7 +412,12 @@ impl Vrouter {
                 interface.ingress_acl = ingress;
                 interface.egress_acl = egress;
                 let ip = interface.ip;
-                self.flush(|key, _| key.tuple.src == ip || key.tuple.dst == ip);
+                // Flows towards the pod are keyed by the address they arrived with: its own, or
+                // one of its floating IPs (a service's ClusterIP, before destination NAT).
+                let floating: Vec<Ipv4Addr> = interface.floating_ips.iter().map(|(f, _)| f.ip).collect();
+                self.flush(|key, _| {
+                    key.tuple.src == ip || key.tuple.dst == ip || floating.contains(&key.tuple.dst)
+                });
             }
             Command::AddFloatingIp { interface, floating_ip, label } => {
                 if !self.vrfs.contains_key(&floating_ip.vrf) {
@@ -565,7 +570,7 @@ impl Vrouter {
         source: InterfaceId,
         key: FlowKey,
     ) -> Result<FlowAction, DropReason> {
-        let decision = self.judge_from_interface(source, &key);
+        let decision = self.judge_from_interface(source, &key, &mut None);
         let (forward, reverse, ecmp) = match decision {
             Ok(pair) => pair,
             Err(reason) => (FlowAction::Drop(reason), None, None),
@@ -608,11 +613,24 @@ impl Vrouter {
         &self,
         source: InterfaceId,
         key: &FlowKey,
+        notes: &mut Notes<'_>,
     ) -> Result<(FlowAction, Option<(FlowKey, FlowAction)>, Option<(u16, u16)>), DropReason> {
         let tuple = key.tuple;
         let interface = &self.interfaces[&source];
         let vrf = self.vrfs.get(&key.vrf).ok_or(DropReason::NoRoute)?;
-        let (_, route) = vrf.routes.lookup(tuple.dst).ok_or(DropReason::NoRoute)?;
+        let Some((prefix, route)) = vrf.routes.lookup(tuple.dst) else {
+            note(notes, || format!("route lookup in VRF {}: no route to {}", key.vrf.0, tuple.dst));
+            return Err(DropReason::NoRoute);
+        };
+        note(notes, || {
+            format!(
+                "route lookup in VRF {} (vn {}): {} matches {prefix} -> {}",
+                key.vrf.0,
+                vrf.vn.0,
+                tuple.dst,
+                self.describe_next_hop(&route.next_hop)
+            )
+        });
         let view = FlowView {
             src: tuple.src,
             src_vn: Some(vrf.vn),
@@ -621,11 +639,17 @@ impl Vrouter {
             protocol: tuple.protocol,
             dst_port: tuple.dst_port,
         };
-        if vrf.acl.evaluate(&view).0 == Verdict::Deny {
+        let verdict = vrf.acl.evaluate(&view);
+        note(notes, || format!("VN ACL of VRF {}: {}", key.vrf.0, describe_verdict(verdict)));
+        if verdict.0 == Verdict::Deny {
             return Err(DropReason::Policy);
         }
-        if interface.egress_acl.as_ref().is_some_and(|acl| acl.evaluate(&view).0 == Verdict::Deny) {
-            return Err(DropReason::Policy);
+        if let Some(acl) = &interface.egress_acl {
+            let verdict = acl.evaluate(&view);
+            note(notes, || format!("egress ACL of {}: {}", interface.name, describe_verdict(verdict)));
+            if verdict.0 == Verdict::Deny {
+                return Err(DropReason::Policy);
+            }
         }
         let (member, ecmp) = match &route.next_hop {
             NextHop::Composite(members) => {
@@ -636,6 +660,13 @@ impl Vrouter {
                 };
                 let chosen = select(members, &hashed).ok_or(DropReason::NoRoute)?;
                 let index = members.iter().position(|m| m == chosen).unwrap_or(0);
+                note(notes, || {
+                    format!(
+                        "ECMP: member {index} of {} chosen by the flow's hash: {}",
+                        members.len(),
+                        self.describe_next_hop(chosen)
+                    )
+                });
                 (chosen, Some((members.len() as u16, index as u16)))
             }
             other => (other, None),
@@ -647,12 +678,14 @@ impl Vrouter {
             NextHop::Interface(target) => {
                 // Same host, no floating IP: deliver, with the target's ingress policy.
                 let target_interface = self.interfaces.get(target).ok_or(DropReason::NoRoute)?;
-                if target_interface
-                    .ingress_acl
-                    .as_ref()
-                    .is_some_and(|acl| acl.evaluate(&view).0 == Verdict::Deny)
-                {
-                    return Err(DropReason::Policy);
+                if let Some(acl) = &target_interface.ingress_acl {
+                    let verdict = acl.evaluate(&view);
+                    note(notes, || {
+                        format!("ingress ACL of {}: {}", target_interface.name, describe_verdict(verdict))
+                    });
+                    if verdict.0 == Verdict::Deny {
+                        return Err(DropReason::Policy);
+                    }
                 }
                 let forward =
                     FlowAction::Forward { egress: Egress::Interface(*target), rewrite: None, routed: true };
@@ -663,7 +696,8 @@ impl Vrouter {
             }
             NextHop::Tunnel(tunnel) if tunnel.host == self.config.host_ip => {
                 // A tunnel to ourselves: the destination's half of the work, done here.
-                let arrival = self.judge_arrival(tunnel.label, None, &tuple)?;
+                note(notes, || "the tunnel ends on this host: the destination's half, done here".to_string());
+                let arrival = self.judge_arrival(tunnel.label, None, &tuple, notes)?;
                 let forward = FlowAction::Forward {
                     egress: Egress::Interface(arrival.target),
                     rewrite: arrival.dnat,
@@ -701,6 +735,7 @@ impl Vrouter {
         label: u32,
         vni_vrf: Option<VrfId>,
         tuple: &FiveTuple,
+        notes: &mut Notes<'_>,
     ) -> Result<Arrival, DropReason> {
         let (target, vrf_id) = match vni_vrf {
             None => *self.labels.get(&label).ok_or(DropReason::UnknownLabel)?,
@@ -712,6 +747,15 @@ impl Vrouter {
         };
         let interface = self.interfaces.get(&target).ok_or(DropReason::UnknownLabel)?;
         let vrf = self.vrfs.get(&vrf_id).ok_or(DropReason::NoRoute)?;
+        note(notes, || match vni_vrf {
+            None => {
+                format!("label {label} -> interface {} ({}), VRF {}", interface.name, interface.ip, vrf_id.0)
+            }
+            Some(_) => format!(
+                "VRF {} route to {} -> local interface {} ({})",
+                vrf_id.0, tuple.dst, interface.name, interface.ip
+            ),
+        });
         let dnat = if tuple.dst == interface.ip {
             None
         } else {
@@ -730,6 +774,12 @@ impl Vrouter {
                     .map(|(_, _, target_port)| *target_port)
                     .ok_or(DropReason::NatNoMapping)?
             };
+            note(notes, || {
+                format!(
+                    "floating IP {}:{} on {}: destination NAT to {}:{port}",
+                    tuple.dst, tuple.dst_port, interface.name, interface.ip
+                )
+            });
             Some(Rewrite { src: None, dst: Some((interface.ip, port)) })
         };
         let translated = match dnat.and_then(|d| d.dst) {
@@ -746,7 +796,9 @@ impl Vrouter {
             protocol: tuple.protocol,
             dst_port: tuple.dst_port,
         };
-        if vrf.acl.evaluate(&network_view).0 == Verdict::Deny {
+        let verdict = vrf.acl.evaluate(&network_view);
+        note(notes, || format!("VN ACL of VRF {}: {}", vrf_id.0, describe_verdict(verdict)));
+        if verdict.0 == Verdict::Deny {
             return Err(DropReason::Policy);
         }
         // The pod's own policy sees the translated packet: its address and port.
@@ -756,8 +808,12 @@ impl Vrouter {
             dst_vn: Some(vrf.vn),
             ..network_view
         };
-        if interface.ingress_acl.as_ref().is_some_and(|acl| acl.evaluate(&pod_view).0 == Verdict::Deny) {
-            return Err(DropReason::Policy);
+        if let Some(acl) = &interface.ingress_acl {
+            let verdict = acl.evaluate(&pod_view);
+            note(notes, || format!("ingress ACL of {}: {}", interface.name, describe_verdict(verdict)));
+            if verdict.0 == Verdict::Deny {
+                return Err(DropReason::Policy);
+            }
         }
         Ok(Arrival { target, target_vrf: interface.vrf, arrival_vrf: vrf_id, dnat, translated })
     }
@@ -827,7 +883,20 @@ impl Vrouter {
         vni_vrf: Option<VrfId>,
         key: FlowKey,
     ) -> Result<FlowAction, DropReason> {
-        let (forward, reverse) = match self.judge_arrival(label, vni_vrf, &key.tuple) {
+        let (forward, reverse) = self.decide_arrival(label, vni_vrf, key, &mut None);
+        self.record_flow(now, key, forward, reverse, None)?;
+        Ok(forward)
+    }
+
+    /// The flow pair a new flow arriving from the fabric gets (a lone drop entry if refused).
+    fn decide_arrival(
+        &self,
+        label: u32,
+        vni_vrf: Option<VrfId>,
+        key: FlowKey,
+        notes: &mut Notes<'_>,
+    ) -> (FlowAction, Option<(FlowKey, FlowAction)>) {
+        match self.judge_arrival(label, vni_vrf, &key.tuple, notes) {
             Ok(arrival) => {
                 let forward = FlowAction::Forward {
                     egress: Egress::Interface(arrival.target),
@@ -847,13 +916,14 @@ impl Vrouter {
                 });
                 match reverse {
                     Ok(reverse) => (forward, Some(reverse)),
-                    Err(reason) => (FlowAction::Drop(reason), None),
+                    Err(reason) => {
+                        note(notes, || format!("no way back to the client: {reason}"));
+                        (FlowAction::Drop(reason), None)
+                    }
                 }
             }
             Err(reason) => (FlowAction::Drop(reason), None),
-        };
-        self.record_flow(now, key, forward, reverse, None)?;
-        Ok(forward)
+        }
     }
 
     /// Where replies to a flow go: the route to the client in `vrf`.
@@ -994,6 +1064,189 @@ impl Vrouter {
         Ok(())
     }
 
+    /// A next hop in words.
+    fn describe_next_hop(&self, next_hop: &NextHop) -> String {
+        match next_hop {
+            NextHop::Interface(id) => format!("interface {}", self.interface_name(*id).unwrap_or("?")),
+            NextHop::Tunnel(t) => self.describe_tunnel(t),
+            NextHop::Composite(members) => format!("composite of {} members", members.len()),
+            NextHop::Discard => "discard".to_string(),
+            NextHop::Receive => "receive (the host)".to_string(),
+        }
+    }
+
+    fn describe_tunnel(&self, tunnel: &Tunnel) -> String {
+        match self.config.encapsulation {
+            Encapsulation::Vxlan => format!("tunnel to host {} VNI {}", tunnel.host, tunnel.vni),
+            _ => format!("tunnel to host {} label {}", tunnel.host, tunnel.label),
+        }
+    }
+
+    /// A flow action in words.
+    fn describe_action(&self, action: &FlowAction) -> String {
+        let FlowAction::Forward { egress, rewrite, .. } = action else {
+            let FlowAction::Drop(reason) = action else { unreachable!("two variants") };
+            return format!("drop ({reason})");
+        };
+        let to = match egress {
+            Egress::Interface(id) => format!("interface {}", self.interface_name(*id).unwrap_or("?")),
+            Egress::Tunnel(t) => self.describe_tunnel(t),
+            Egress::Host => "the host".to_string(),
+        };
+        match rewrite {
+            Some(rewrite) => format!("{rewrite}, then to {to}"),
+            None => format!("to {to}"),
+        }
+    }
+
+    /// The flow state a packet of `key` meets: its entry's action, or a new flow's judgement
+    /// (`decide` runs the forwarding path's own judge, taking notes) and whether it fits.
+    fn explain_flow(
+        &self,
+        key: FlowKey,
+        steps: &mut Vec<String>,
+        decide: impl FnOnce(&mut Vec<String>) -> (FlowAction, Option<FlowKey>, Option<(u16, u16)>),
+    ) -> Result<FlowAction, DropReason> {
+        if let Some(entry) = self.flows.get(&key) {
+            let ecmp =
+                entry.ecmp.map_or(String::new(), |(n, i)| format!("; ECMP member {i} of {n} at setup"));
+            steps.push(format!(
+                "flow table hit (created {}, {} packets): {}{ecmp}",
+                entry.created,
+                entry.packets,
+                self.describe_action(&entry.action)
+            ));
+            return Ok(entry.action);
+        }
+        steps.push(format!(
+            "flow table: no entry for {} in VRF {}: a new flow, judged now",
+            key.tuple, key.vrf.0
+        ));
+        let (action, reverse, _) = decide(steps);
+        if !self.flows.fits_pair(&key, reverse.as_ref()) {
+            steps.push(format!("flow table full ({} entries)", self.flows.len()));
+            return Err(DropReason::FlowTableFull);
+        }
+        steps.push(match action {
+            FlowAction::Drop(reason) => format!("new flow: a lone drop entry ({reason})"),
+            action => format!("new flow pair: {}", self.describe_action(&action)),
+        });
+        Ok(action)
+    }
+
+    /// What [`Vrouter::apply`] does with `action` for an inner packet of `inner_len` bytes
+    /// with TTL `ttl`: the fate in words.
+    fn explain_apply(
+        &self,
+        action: FlowAction,
+        ttl: u8,
+        inner_len: usize,
+        tuple: &FiveTuple,
+        steps: &mut Vec<String>,
+    ) -> Result<String, DropReason> {
+        let FlowAction::Forward { egress, rewrite, routed } = action else {
+            let FlowAction::Drop(reason) = action else { unreachable!("two variants") };
+            return Err(reason);
+        };
+        if routed && ttl <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        if let Some(rewrite) = rewrite {
+            steps.push(format!("NAT: {rewrite}"));
+        }
+        match egress {
+            Egress::Interface(target) => {
+                let interface = self.interfaces.get(&target).ok_or(DropReason::UnknownInterface)?;
+                Ok(format!("deliver to interface {} ({})", interface.name, interface.ip))
+            }
+            Egress::Tunnel(tunnel) => {
+                let encapsulation = self.config.encapsulation;
+                let outer_ip_len = encapsulation.header_len() - ETHERNET_HEADER_LEN + inner_len;
+                if outer_ip_len > self.config.underlay_mtu as usize {
+                    steps.push(format!(
+                        "encapsulated: {outer_ip_len} bytes > underlay MTU {}",
+                        self.config.underlay_mtu
+                    ));
+                    return Err(DropReason::MtuExceeded);
+                }
+                let header = match encapsulation {
+                    Encapsulation::Vxlan => format!("VXLAN VNI {}", tunnel.vni),
+                    Encapsulation::MplsOverUdp => format!("MPLS-over-UDP label {}", tunnel.label),
+                    Encapsulation::MplsOverGre => format!("MPLS-over-GRE label {}", tunnel.label),
+                };
+                let entropy = match encapsulation {
+                    Encapsulation::MplsOverGre => String::new(),
+                    _ => format!(
+                        ", UDP source port {}",
+                        49152 + (tuple.hash(self.config.entropy_seed) % 16384)
+                    ),
+                };
+                steps.push(format!(
+                    "encapsulate {header}: outer {} -> {}{entropy}, {outer_ip_len} bytes",
+                    self.config.host_ip, tunnel.host
+                ));
+                Ok("to the fabric".to_string())
+            }
+            Egress::Host => Ok("deliver to the host's stack".to_string()),
+        }
+    }
+
+    fn explain_from_pod(
+        &self,
+        id: InterfaceId,
+        frame: &[u8],
+        steps: &mut Vec<String>,
+    ) -> Result<String, DropReason> {
+        let interface = self.interfaces.get(&id).ok_or(DropReason::UnknownInterface)?;
+        steps
+            .push(format!("from interface {} ({}) in VRF {}", interface.name, interface.ip, interface.vrf.0));
+        let inner = check_ipv4(frame, ETHERNET_HEADER_LEN)?;
+        if inner.tuple.src != interface.ip {
+            return Err(DropReason::SourceMismatch);
+        }
+        let key = FlowKey { vrf: interface.vrf, tuple: inner.tuple };
+        let action = self.explain_flow(key, steps, |steps| {
+            match self.judge_from_interface(id, &key, &mut Some(steps)) {
+                Ok((forward, reverse, ecmp)) => (forward, reverse.map(|(k, _)| k), ecmp),
+                Err(reason) => (FlowAction::Drop(reason), None, None),
+            }
+        })?;
+        self.explain_apply(action, frame[inner.at + 8], frame.len() - inner.at, &inner.tuple, steps)
+    }
+
+    fn explain_from_fabric(&self, frame: &[u8], steps: &mut Vec<String>) -> Result<String, DropReason> {
+        let (label, vni_vrf, inner_at) = self.parse_outer(frame)?;
+        let source = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
+        let vrf = match vni_vrf {
+            Some(vrf) => vrf,
+            // The label was found by `parse_outer`.
+            None => self.labels[&label].1,
+        };
+        steps.push(match vni_vrf {
+            Some(vrf) => format!("decapsulate VXLAN from {source}: VNI -> VRF {}", vrf.0),
+            None => {
+                let (interface, _) = self.labels[&label];
+                let encapsulation = match self.config.encapsulation {
+                    Encapsulation::MplsOverGre => "MPLS-over-GRE",
+                    _ => "MPLS-over-UDP",
+                };
+                format!(
+                    "decapsulate {encapsulation} from {source}: label {label} -> interface {}, VRF {}",
+                    self.interface_name(interface).unwrap_or("?"),
+                    vrf.0
+                )
+            }
+        });
+        let inner = check_ipv4(frame, inner_at)?;
+        let key = FlowKey { vrf, tuple: inner.tuple };
+        let action = self.explain_flow(key, steps, |steps| {
+            let (forward, reverse) = self.decide_arrival(label, vni_vrf, key, &mut Some(steps));
+            (forward, reverse.map(|(k, _)| k), None)
+        })?;
+        let inner_len = usize::from(u16::from_be_bytes([frame[inner_at + 2], frame[inner_at + 3]]));
+        self.explain_apply(action, frame[inner_at + 8], inner_len, &inner.tuple, steps)
+    }
+
     fn schedule_aging(&mut self, now: SimTime) {
         if self.next_aging.is_none() {
             self.next_aging = Some(now + self.config.flow_idle_timeout);
@@ -1051,6 +1304,27 @@ impl DataPlane for Vrouter {
 
     fn poll_timeout(&self) -> Option<SimTime> {
         self.next_aging
+    }
+
+    fn explain(&self, _now: SimTime, port: Port, frame: &[u8]) -> Vec<String> {
+        let mut steps = Vec::new();
+        let fate = match port {
+            Port::Interface(id) => self.explain_from_pod(id, frame, &mut steps),
+            Port::Fabric => self.explain_from_fabric(frame, &mut steps),
+        };
+        steps.push(match fate {
+            Ok(fate) => fate,
+            Err(reason) => format!("drop: {reason}"),
+        });
+        steps
+    }
+}
+
+/// An ACL's verdict and the rule that decided it.
+fn describe_verdict((verdict, rule): (Verdict, Option<usize>)) -> String {
+    match rule {
+        Some(rule) => format!("{verdict:?} by rule #{rule}"),
+        None => format!("{verdict:?} by default"),
     }
 }
 

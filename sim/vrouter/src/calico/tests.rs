@@ -501,3 +501,62 @@ fn packet_walk_for_the_book() {
     step("6. host A: conntrack translates the source back to the ClusterIP and port 3000", &delivered);
     insta::assert_snapshot!(walk);
 }
+
+/// `explain` says what `handle_packet` then does — the backend kube-proxy draws, the route,
+/// the policy and rule — and changes nothing.
+#[test]
+fn explanations_name_the_backend_the_route_and_the_deciding_rule() {
+    let (mut a, mut b) = pair(CalicoEncapsulation::IpIp);
+    b.handle_command(
+        T0,
+        CalicoCommand::SetIpSet { id: IpSetId(1), members: vec![SetMember::address(CLIENT)] },
+    )
+    .unwrap();
+    b.handle_command(T0, CalicoCommand::SetPolicy { id: PolicyId(7), chains: allow_from(IpSetId(1), 8080) })
+        .unwrap();
+    b.handle_command(
+        T0,
+        CalicoCommand::SetEndpointPolicy {
+            id: SERVER_IF,
+            policy: EndpointPolicy { ingress: Some(vec![PolicyId(7)]), egress: None },
+        },
+    )
+    .unwrap();
+    for sport in 30000..30040u16 {
+        let request = packet(CLIENT, VIP, sport, 3000);
+        let before = a.counters().clone();
+        let steps = a.explain(T0, Port::Interface(CLIENT_IF), &request);
+        assert_eq!(a.counters(), &before, "explaining changes nothing");
+        let text = steps.join("\n");
+        assert!(text.contains("conntrack: no entry"), "{text}");
+        assert!(text.contains("has 2 backend(s)"), "{text}");
+        match a.handle_packet(T0, Port::Interface(CLIENT_IF), request) {
+            Forward::Fabric(frame) => {
+                assert!(text.contains(&format!("kube-proxy DNAT: {VIP}:3000 -> {SERVER}:8080")), "{text}");
+                assert!(text.contains(&format!("host {HOST_B}")), "{text}");
+                assert!(text.contains("encapsulate IP-in-IP"), "{text}");
+                assert_eq!(steps.last().unwrap(), &format!("to the fabric, towards host {HOST_B}"));
+                let far = b.explain(T0, Port::Fabric, &frame).join("\n");
+                assert!(far.contains("decapsulate IP-in-IP"), "{far}");
+                assert!(far.contains("ingress policy of server: Allow by policy #7 rule #0"), "{far}");
+                assert!(far.ends_with("deliver to endpoint server"), "{far}");
+                interface(b.handle_packet(T0, Port::Fabric, frame));
+            }
+            Forward::Interface(id, _) => {
+                assert_eq!(id, LOCAL_SERVER_IF);
+                assert!(text.contains(&format!("-> {LOCAL_SERVER}:8080")), "{text}");
+                assert!(text.ends_with("deliver to endpoint local-server"), "{text}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The connection is now tracked: the explanation names its entry.
+        let again = a.explain(T0, Port::Interface(CLIENT_IF), &packet(CLIENT, VIP, sport, 3000)).join("\n");
+        assert!(again.contains("conntrack: established"), "{again}");
+    }
+    // Another port is denied at the server, by the default of its policies.
+    let other = fabric(a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, SERVER, 5001, 9090)));
+    let denied = b.explain(T0, Port::Fabric, &other);
+    assert!(denied.join("\n").contains("Deny: no rule of its policies matches (default deny)"), "{denied:?}");
+    assert_eq!(denied.last().unwrap(), "drop: policy");
+    assert_eq!(dropped(b.handle_packet(T0, Port::Fabric, other)), DropReason::Policy);
+}

@@ -508,3 +508,65 @@ fn packet_walk_for_the_book() {
     );
     insta::assert_snapshot!(walk);
 }
+
+/// `explain` says what `handle_packet` then does — the ECMP member and its label, the floating
+/// IP's translation, the ACL and rule that decide — and changes nothing.
+#[test]
+fn explanations_name_the_ecmp_member_the_nat_target_and_the_deciding_rule() {
+    let (mut a, mut b) = pair(Encapsulation::MplsOverUdp);
+    for remote in [true, false] {
+        let port = port_towards(remote);
+        let request = pod_frame(MAC_BPS, BPS, VIP, port, 3000, true, 100);
+        let (counters, flows) = (a.counters().clone(), a.flows().len());
+        let steps = a.explain(SimTime(1), Port::Interface(BPS_IF), &request);
+        assert_eq!((a.counters(), a.flows().len()), (&counters, flows), "explaining changes nothing");
+        let text = steps.join("\n");
+        assert!(text.contains("flow table: no entry"), "{text}");
+        assert!(text.contains("composite of 2 members"), "{text}");
+        assert!(text.contains("VN ACL of VRF 1: Allow by rule #1"), "{text}");
+        assert!(text.contains("ECMP: member "), "{text}");
+        match a.handle_packet(SimTime(1), Port::Interface(BPS_IF), request) {
+            Forward::Fabric(outer) => {
+                assert!(remote);
+                assert!(text.contains(&format!("tunnel to host {HOST_B} label")), "{text}");
+                assert!(text.contains("encapsulate MPLS-over-UDP label"), "{text}");
+                assert_eq!(steps.last().unwrap(), "to the fabric");
+                let far = b.explain(SimTime(2), Port::Fabric, &outer).join("\n");
+                assert!(far.contains("decapsulate MPLS-over-UDP from 172.16.0.1: label"), "{far}");
+                assert!(far.contains(&format!("destination NAT to {FE0}:8080")), "{far}");
+                assert!(far.ends_with(&format!("deliver to interface frontend-0 ({FE0})")), "{far}");
+                let Forward::Interface(target, _) = b.handle_packet(SimTime(2), Port::Fabric, outer) else {
+                    panic!("delivered");
+                };
+                assert_eq!(target, FE0_IF);
+            }
+            Forward::Interface(target, _) => {
+                assert!(!remote);
+                assert_eq!(target, FE1_IF);
+                assert!(text.contains(&format!("destination NAT to {FE1}:8080")), "{text}");
+                assert!(text.ends_with(&format!("deliver to interface frontend-1 ({FE1})")), "{text}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The flow pair exists now: the explanation names the entry.
+        let again = a.explain(
+            SimTime(3),
+            Port::Interface(BPS_IF),
+            &pod_frame(MAC_BPS, BPS, VIP, port, 3000, true, 100),
+        );
+        assert!(again.join("\n").contains("flow table hit"), "{again:?}");
+    }
+    // Port 3001 of the service: no rule of bps's network allows it.
+    let denied =
+        a.explain(SimTime(4), Port::Interface(BPS_IF), &pod_frame(MAC_BPS, BPS, VIP, 45000, 3001, true, 100));
+    assert!(denied.join("\n").contains("VN ACL of VRF 1: Deny by default"), "{denied:?}");
+    assert_eq!(denied.last().unwrap(), "drop: policy");
+    assert!(matches!(
+        a.handle_packet(
+            SimTime(4),
+            Port::Interface(BPS_IF),
+            pod_frame(MAC_BPS, BPS, VIP, 45000, 3001, true, 100)
+        ),
+        Forward::Drop { reason: DropReason::Policy, .. }
+    ));
+}
