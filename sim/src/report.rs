@@ -881,7 +881,9 @@ impl<'a> Study<'a> {
             "**Measured.** Isolation violations are packets delivered by the traffic entries the scenario expects to \
              be blocked (a `delivery_ratio` check with `max = 0`: {} of them here), over every seed of the sweep. \
              Availability gaps are the slices of the run (1% each) in which the workload, isolation probes left \
-             out, lost packets.",
+             out, lost packets. When the scenario has an `isolation` check, the oracle's verdicts are shown \
+             too: every request delivered to a pod judged against NetworkPolicy (or the uses labels) on the \
+             cluster as it was at that instant, and the availability gaps of permitted flows it measured.",
             isolation.len()
         );
         if !pair.like_for_like {
@@ -907,6 +909,22 @@ impl<'a> Study<'a> {
                 runs.iter().map(|o| gaps(o, &isolation, self.scenario.duration)).collect();
             let total: Vec<f64> = gaps.iter().map(|g| g.0 as f64).collect();
             let longest: Vec<f64> = gaps.iter().map(|g| g.1 as f64).collect();
+            let judged: u64 = runs.iter().map(|o| o.report.judgements.judged).sum();
+            let oracle = if judged == 0 {
+                "no isolation check".to_string()
+            } else {
+                let violations: u64 = runs.iter().map(|o| o.report.judgements.violations).sum();
+                let gap_count: usize = runs.iter().map(|o| o.report.judgements.gaps.len()).sum();
+                let longest_gap = runs
+                    .iter()
+                    .flat_map(|o| o.report.judgements.gaps.iter().map(|g| g.duration_ns))
+                    .max()
+                    .unwrap_or(0);
+                format!(
+                    "{violations} of {judged} deliveries; {gap_count} gaps, longest {}",
+                    fmt_ns(longest_gap as f64)
+                )
+            };
             rows.push(vec![
                 plane.name().into(),
                 format!("{violations} of {probes}"),
@@ -917,6 +935,7 @@ impl<'a> Study<'a> {
                     fmt_ns(min(&longest)),
                     fmt_ns(max(&longest))
                 ),
+                oracle,
             ]);
         }
         blocks.push(Block::Table(
@@ -925,6 +944,7 @@ impl<'a> Study<'a> {
                 "isolation violations (probes)".into(),
                 "time with losses: median [min – max]".into(),
                 "longest gap: median [min – max]".into(),
+                "oracle: violations; gaps of permitted flows".into(),
             ],
             rows,
         ));
