@@ -104,7 +104,9 @@ pod = \"default/frontend-1\"
 ";
     let calico = scenario("petstore-calico.toml", extra);
     let planted = PlantedBugs { stale_backends: true, ..PlantedBugs::default() };
-    caught(&calico, planted, "nat", "stale_backend_packets");
+    let verdict = caught(&calico, planted, "nat", "stale_backend_packets");
+    // The finding names the command that traces the offending packet.
+    assert!(verdict.detail.contains("first to a removed backend: netsim trace "), "{}", verdict.detail);
 }
 
 #[test]
@@ -112,6 +114,7 @@ fn conntrack_that_admits_denied_connections_is_caught_by_the_isolation_check() {
     let calico = scenario("petstore-calico.toml", "");
     let planted = PlantedBugs { conntrack_before_policy: true, ..PlantedBugs::default() };
     let verdict = caught(&calico, planted, "isolation", "violations");
+    assert!(verdict.detail.contains("reproduce: netsim trace "), "{}", verdict.detail);
     // bps's first packet to redis is denied; its later ones ride the tracked connection.
     assert!(verdict.detail.contains("bps-to-redis-denied"), "{}", verdict.detail);
 }

@@ -42,7 +42,7 @@ pub fn evaluate(scenario: &Scenario, report: &RunReport) -> Vec<CheckResult> {
                 isolation(&check.name, *max_violations, *max_gap, &scenario.path, report)
             }
             CheckKind::Ecmp { min_p_value, max_ratio } => ecmp(&check.name, *min_p_value, *max_ratio, report),
-            CheckKind::Nat => nat(&check.name, report),
+            CheckKind::Nat => nat(&check.name, &scenario.path, report),
             CheckKind::Convergence { within, max_lost } => {
                 convergence(&check.name, *within, *max_lost, report)
             }
@@ -195,6 +195,19 @@ fn isolation(
         let at = netsim_core::SimTime(first.at_ns);
         detail += &format!("; reproduce: {}", crate::trace::command(path, &first.trace_flow, at));
     }
+    if let Some(gap) =
+        judged.gaps.iter().max_by_key(|g| (g.duration_ns, std::cmp::Reverse(g.from_ns))).filter(|_| !gaps_ok)
+    {
+        detail += &format!(
+            "; longest gap: {} ({}) from {} for {} ({}): trace its first loss with {}",
+            gap.trace_flow,
+            gap.traffic,
+            SimDuration(gap.from_ns),
+            SimDuration(gap.duration_ns),
+            gap.reason,
+            crate::trace::command(path, &gap.trace_flow, netsim_core::SimTime(gap.from_ns))
+        );
+    }
     CheckResult {
         name: name.into(),
         kind: "isolation",
@@ -259,7 +272,7 @@ fn ecmp(name: &str, min_p_value: f64, max_ratio: Option<f64>, report: &RunReport
     }
 }
 
-fn nat(name: &str, report: &RunReport) -> CheckResult {
+fn nat(name: &str, path: &std::path::Path, report: &RunReport) -> CheckResult {
     let judged = &report.judgements;
     let misaddressed: u64 = report.replies.iter().flatten().map(|r| r.misaddressed).sum();
     let replies: u64 = report.replies.iter().flatten().map(|r| r.delivered).sum();
@@ -271,8 +284,18 @@ fn nat(name: &str, report: &RunReport) -> CheckResult {
         kind: "nat",
         passed: problems == 0 && replies > 0,
         detail: format!(
-            "{replies} of {replies_sent} replies delivered, {misaddressed} not from the address and port targeted; {} translated tuples shared; {} requests to removed backends after the change settled; {} packets of connections to live backends lost in churn",
-            judged.nat_collisions, judged.stale_backend_packets, judged.established_broken
+            "{replies} of {replies_sent} replies delivered, {misaddressed} not from the address and port targeted; {} translated tuples shared; {} requests to removed backends after the change settled; {} packets of connections to live backends lost in churn{}",
+            judged.nat_collisions,
+            judged.stale_backend_packets,
+            judged.established_broken,
+            judged
+                .first_stale
+                .as_ref()
+                .map(|(at, _, flow)| format!(
+                    "; first to a removed backend: {}",
+                    crate::trace::command(path, flow, netsim_core::SimTime(*at))
+                ))
+                .unwrap_or_default()
         ),
         metrics: BTreeMap::from([
             ("replies", replies as f64),

@@ -1385,12 +1385,18 @@ impl Simulation<'_> {
         let topology = self.fabric.topology();
         let node_names: Vec<String> =
             (0..topology.node_count() as u32).map(|n| topology.node_name(NodeId(n)).to_string()).collect();
+        let flows = &self.flows;
         let judgements = std::mem::take(&mut self.judge).finish(
             self.end,
             &self.windows,
             &traffic_names,
             |flow| flow_traffic[(flow & !REPLY_BIT) as usize] as usize,
             |node| node_names[node as usize].clone(),
+            |flow| {
+                let a = &flows[(flow & !REPLY_BIT) as usize].addresses;
+                let protocol = if a.protocol == 17 { "udp" } else { "tcp" };
+                format!("{}:{}->{}:{}/{protocol}", a.src_ip, a.src_port, a.dst_ip, a.dst_port)
+            },
         );
         let latency_quantiles = if self.latency.is_empty() {
             Vec::new()

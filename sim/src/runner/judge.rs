@@ -48,6 +48,8 @@ pub struct Gap {
     pub duration_ns: u64,
     /// Why its first packet was dropped.
     pub reason: &'static str,
+    /// The flow as `netsim trace --flow` takes it (`SRC:SPORT->DST:PORT/PROTO`).
+    pub trace_flow: String,
 }
 
 /// How flows spread over the members of one load-balancing group.
@@ -91,6 +93,8 @@ pub struct Judgements {
     pub nat_collisions: u64,
     /// Requests that reached (or were sent to) a removed backend after the change settled.
     pub stale_backend_packets: u64,
+    /// The first of them: (time in ns, flow id, and the flow for `netsim trace --flow`).
+    pub first_stale: Option<(u64, u32, String)>,
     /// Requests of connections to live backends lost during churn.
     pub established_broken: u64,
     /// Losses per disturbance.
@@ -190,6 +194,7 @@ impl Judge {
                 from_ns: since.as_nanos(),
                 duration_ns: (now - since).as_nanos(),
                 reason,
+                trace_flow: String::new(),
             });
         }
         if self.isolation {
@@ -315,6 +320,9 @@ impl Judge {
             let settled = !windows.iter().any(|w| within(w, now));
             if (reason == "pod_deleted" || to_removed_backend) && settled {
                 self.results.stale_backend_packets += 1;
+                if self.results.first_stale.is_none() {
+                    self.results.first_stale = Some((now.as_nanos(), flow, String::new()));
+                }
             }
             let in_churn = windows.iter().any(|w| within(w, now) && is_change(w));
             if in_churn && backend_live == Some(true) && reason != "pod_deleted" {
@@ -371,6 +379,7 @@ impl Judge {
         traffic_names: &[String],
         flow_traffic: impl Fn(u32) -> usize,
         node_name: impl Fn(u32) -> String,
+        trace_flow: impl Fn(u32) -> String,
     ) -> Judgements {
         for (flow, (since, reason)) in std::mem::take(&mut self.open_gaps) {
             self.results.gaps.push(Gap {
@@ -379,7 +388,14 @@ impl Judge {
                 from_ns: since.as_nanos(),
                 duration_ns: end.saturating_since(since).as_nanos(),
                 reason,
+                trace_flow: String::new(),
             });
+        }
+        for gap in &mut self.results.gaps {
+            gap.trace_flow = trace_flow(gap.flow);
+        }
+        if let Some((_, flow, text)) = &mut self.results.first_stale {
+            *text = trace_flow(*flow);
         }
         self.results.gaps.sort_by_key(|g| (g.from_ns, g.flow));
         let mut services: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
