@@ -26,6 +26,8 @@ pub mod lpm;
 pub mod nat;
 pub mod nexthop;
 pub mod overlay;
+#[cfg(test)]
+mod test_support;
 pub mod testbed;
 pub mod wire;
 

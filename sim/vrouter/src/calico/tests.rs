@@ -1,4 +1,5 @@
 use super::*;
+use crate::test_support::hex;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use netsim_core::acl::Verdict;
 use netsim_core::chains::{AddrMatch, Rule};
@@ -447,15 +448,6 @@ fn describe(frame: &[u8]) -> String {
         out += &format!("\n  | IPv4 {src} > {dst} ttl {} | TCP {} > {}", ip[8], port(l4), port(l4 + 2));
         return out;
     }
-}
-
-fn hex(frame: &[u8]) -> String {
-    frame
-        .chunks(16)
-        .map(|line| {
-            format!("    {}\n", line.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
-        })
-        .collect()
 }
 
 /// The book's packet walk ("The Calico data path"): the overlay chapter's request from a client

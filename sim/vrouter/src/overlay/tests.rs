@@ -3,6 +3,7 @@
 //! 10.96.0.2:3000 → pods' port 8080), with one replica on host B and one on host A.
 
 use super::*;
+use crate::test_support::hex;
 use crate::testbed::*;
 use netsim_core::checksum;
 
@@ -451,15 +452,6 @@ fn describe(frame: &[u8]) -> String {
             _ => return out + "\n  | ?",
         }
     }
-}
-
-fn hex(frame: &[u8]) -> String {
-    frame
-        .chunks(16)
-        .map(|line| {
-            format!("    {}\n", line.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "))
-        })
-        .collect()
 }
 
 /// The book's packet walk ("The overlay data path"): a request from bps to the frontend's
