@@ -832,6 +832,7 @@ impl Simulation<'_> {
         let target = (flow.addresses.dst_ip, flow.addresses.dst_port);
         self.count_delivery(&probe, traffic);
         if !is_reply
+            && self.judge.active()
             && let Some(spec) = self.scenario.dataplane.cluster_spec()
             && let Some(tuple) = FiveTuple::from_ethernet(&frame)
         {

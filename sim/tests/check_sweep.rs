@@ -1,33 +1,11 @@
 //! `netsim check` and `netsim sweep` through the built binary: exit codes, JUnit and markdown
 //! reports, shards that partition, and results that do not depend on the number of threads.
 
+mod common;
+use common::{netsim, s, scratch, text, write};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn netsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netsim"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .output()
-        .expect("the netsim binary runs")
-}
-
-/// A fresh directory under the target directory for one test's files.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("check-sweep-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
 
 /// A small scenario (8 hosts, 20 ms): a few hundred packets, milliseconds to run.
 fn small(name: &str, seed: u64) -> String {
@@ -57,11 +35,6 @@ kind = "loss_only_in_failure_windows"
 /// `small` with a check no lossless run meets: at most half the packets delivered.
 fn failing(name: &str, seed: u64) -> String {
     small(name, seed) + "[[check]]\nkind = \"delivery_ratio\"\nname = \"at-most-half\"\nmax = 0.5\n"
-}
-
-fn write(path: &Path, contents: &str) {
-    std::fs::create_dir_all(path.parent().expect("a parent")).expect("directory");
-    std::fs::write(path, contents).expect("write file");
 }
 
 fn json(path: &Path) -> serde_json::Value {

@@ -1,27 +1,7 @@
 //! The command-line contract: exit codes, results.json, and located errors on bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn netsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netsim"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .output()
-        .expect("the netsim binary runs")
-}
-
-/// A fresh directory under the target directory for one test's files.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{netsim, scratch, text};
 
 const SMALL: &str = r#"name = "small"
 seed = 5

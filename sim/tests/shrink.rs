@@ -2,37 +2,10 @@
 //! scenario shrunk to the one event that fails it, a file that reproduces the failure on its
 //! own, manifests found from wherever the file is written, and the bound on runs.
 
+mod common;
+use common::{netsim, s, scratch, text, write};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn netsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netsim"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .output()
-        .expect("the netsim binary runs")
-}
-
-/// A fresh directory under the target directory for one test's files.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("shrink-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
-
-fn write(path: &Path, contents: &str) {
-    std::fs::create_dir_all(path.parent().expect("a parent")).expect("directory");
-    std::fs::write(path, contents).expect("write file");
-}
 
 fn toml(path: &Path) -> toml::Table {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

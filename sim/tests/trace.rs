@@ -1,19 +1,7 @@
 //! `netsim trace`: one packet followed across every layer, its exit code, and its errors.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn netsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netsim"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .output()
-        .expect("the netsim binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{netsim, text};
 
 fn trace(scenario: &str, flow: &str) -> (Option<i32>, String) {
     let output = netsim(&["trace", scenario, "--flow", flow, "--at", "20ms"]);

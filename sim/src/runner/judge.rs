@@ -151,6 +151,11 @@ impl Judge {
         judge
     }
 
+    /// Whether any check needs deliveries judged: plain runs skip the work.
+    pub(super) fn active(&self) -> bool {
+        self.isolation || self.spread || self.nat || self.convergence
+    }
+
     /// Whether anything is recorded per underlay hop.
     pub(super) fn records_hops(&self) -> bool {
         self.spread
