@@ -9,7 +9,9 @@
 //! Policy is felix's: per endpoint, ordered policy chains per direction over IP sets
 //! ([`netsim_core::chains`]), judged on a connection's first packet — egress at the sender's
 //! host after service NAT, ingress at the receiver's — and remembered by connection tracking,
-//! so replies and later packets of an allowed connection pass without judgement.
+//! so replies and later packets of an allowed connection pass without judgement. The sender's
+//! host, which made the translation, also knows where the connection was first headed (a
+//! ClusterIP): its chains can match that original destination, as iptables' `--ctorigdst`.
 //!
 //! Services are kube-proxy's in iptables mode: a new connection from a local pod to a
 //! ClusterIP and port is translated at the client's host to a backend drawn at random (each of
@@ -522,10 +524,24 @@ impl CalicoHost {
             note(notes, || format!("kube-proxy DNAT: {}:{} -> {address}:{port}", tuple.dst, tuple.dst_port));
         }
         let view = flow_view(&translated);
+        // This host translated the connection, so its chains know where it was first headed
+        // (conntrack's original destination).
+        let original = (tuple.dst, tuple.dst_port);
         let endpoint = &self.endpoints[&id];
         *evaluations += 1;
-        let verdict = self.store.evaluate(endpoint.policy.egress.as_deref(), Direction::Egress, &view);
-        note(notes, || format!("egress policy of {}: {}", endpoint.name, describe_verdict(verdict)));
+        let verdict = self.store.evaluate_original(
+            endpoint.policy.egress.as_deref(),
+            Direction::Egress,
+            &view,
+            original,
+        );
+        note(notes, || {
+            format!(
+                "egress policy of {}: {}",
+                endpoint.name,
+                self.describe_verdict(Direction::Egress, verdict)
+            )
+        });
         if verdict.0 == Verdict::Deny {
             return Err(DropReason::Policy);
         }
@@ -533,10 +549,18 @@ impl CalicoHost {
             Some(Route::Endpoint(target)) => {
                 let target = &self.endpoints[target];
                 *evaluations += 1;
-                let verdict =
-                    self.store.evaluate(target.policy.ingress.as_deref(), Direction::Ingress, &view);
+                let verdict = self.store.evaluate_original(
+                    target.policy.ingress.as_deref(),
+                    Direction::Ingress,
+                    &view,
+                    original,
+                );
                 note(notes, || {
-                    format!("ingress policy of {} (same host): {}", target.name, describe_verdict(verdict))
+                    format!(
+                        "ingress policy of {} (same host): {}",
+                        target.name,
+                        self.describe_verdict(Direction::Ingress, verdict)
+                    )
                 });
                 if verdict.0 == Verdict::Deny {
                     return Err(DropReason::Policy);
@@ -776,8 +800,29 @@ impl CalicoHost {
         };
         let verdict =
             self.store.evaluate(target.policy.ingress.as_deref(), Direction::Ingress, &flow_view(tuple));
-        note(notes, || format!("ingress policy of {}: {}", target.name, describe_verdict(verdict)));
+        note(notes, || {
+            format!(
+                "ingress policy of {}: {}",
+                target.name,
+                self.describe_verdict(Direction::Ingress, verdict)
+            )
+        });
         Ok(verdict.0 == Verdict::Deny)
+    }
+
+    /// A policy verdict in `direction` and what decided it, the deciding rule written out.
+    fn describe_verdict(&self, direction: Direction, (verdict, decider): (Verdict, Decider)) -> String {
+        match decider {
+            Decider::Unselected => format!("{verdict:?}: no policy selects it"),
+            Decider::Rule { policy, rule } => {
+                let text = self
+                    .store
+                    .policy_rule(policy, direction, rule)
+                    .map_or(String::new(), |r| format!(": {r}"));
+                format!("{verdict:?} by policy #{} rule #{rule}{text}", policy.0)
+            }
+            Decider::DefaultDeny => format!("{verdict:?}: no rule of its policies matches (default deny)"),
+        }
     }
 
     /// The connection state a packet meets: its conntrack entry's translation, or a new
@@ -996,15 +1041,6 @@ fn strip_tunnel(frame: &mut Vec<u8>, inner_at: usize) {
     frame.truncate(ip + total);
     frame.copy_within(inner_at.., ip);
     frame.truncate(frame.len() - (inner_at - ip));
-}
-
-/// A policy verdict and what decided it.
-fn describe_verdict((verdict, decider): (Verdict, Decider)) -> String {
-    match decider {
-        Decider::Unselected => format!("{verdict:?}: no policy selects it"),
-        Decider::Rule { policy, rule } => format!("{verdict:?} by policy #{} rule #{rule}", policy.0),
-        Decider::DefaultDeny => format!("{verdict:?}: no rule of its policies matches (default deny)"),
-    }
 }
 
 /// Applies a NAT rewrite to the IP packet behind the Ethernet header.

@@ -273,6 +273,101 @@ fn policy_judges_new_connections_and_conntrack_lets_their_replies_through() {
     fabric(a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, SERVER, 5000, 8080)));
 }
 
+/// The seeds' label model as felix compiles it, on the client: its own collection (set 2, here
+/// holding both servers) by original destination on any port, and the service VIP:3000 (set 3)
+/// by original destination and port.
+fn label_model_on_the_client(a: &mut CalicoHost) {
+    let collection = vec![SetMember::address(SERVER), SetMember::address(LOCAL_SERVER)];
+    let used = vec![SetMember { address: VIP, port: Some((6, 3000)) }];
+    let egress = vec![
+        Rule {
+            protocol: None,
+            src: AddrMatch::Any,
+            dst: AddrMatch::OriginalSet(IpSetId(2)),
+            dst_ports: Vec::new(),
+            action: Verdict::Allow,
+        },
+        Rule {
+            protocol: None,
+            src: AddrMatch::Any,
+            dst: AddrMatch::OriginalPorts(IpSetId(3)),
+            dst_ports: Vec::new(),
+            action: Verdict::Allow,
+        },
+    ];
+    for command in [
+        CalicoCommand::SetIpSet { id: IpSetId(2), members: collection },
+        CalicoCommand::SetIpSet { id: IpSetId(3), members: used },
+        CalicoCommand::SetPolicy { id: PolicyId(4), chains: PolicyChains { ingress: Vec::new(), egress } },
+        CalicoCommand::SetEndpointPolicy {
+            id: CLIENT_IF,
+            policy: EndpointPolicy { ingress: None, egress: Some(vec![PolicyId(4)]) },
+        },
+    ] {
+        a.handle_command(T0, command).unwrap();
+    }
+}
+
+#[test]
+fn egress_chains_tell_a_service_call_from_a_call_to_its_backend_by_the_original_destination() {
+    let (mut a, mut b) = pair(CalicoEncapsulation::None);
+    // Only the service is used; the servers are not in the client's collection.
+    label_model_on_the_client(&mut a);
+    a.handle_command(T0, CalicoCommand::SetIpSet { id: IpSetId(2), members: Vec::new() }).unwrap();
+    for sport in 20000..20020u16 {
+        let explained =
+            a.explain(T0, Port::Interface(CLIENT_IF), &packet(CLIENT, VIP, sport, 3000)).join("\n");
+        assert!(
+            explained.contains(
+                "egress policy of client: Allow by policy #4 rule #1: allow to ctorigdst:port in set #3"
+            ),
+            "{explained}"
+        );
+        // Translated to a backend at this host, and admitted though the backend is no pod the
+        // client may call: the chain saw the ClusterIP.
+        match a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, VIP, sport, 3000)) {
+            Forward::Fabric(frame) => {
+                assert_eq!(ends(&frame).1, SERVER);
+                interface(b.handle_packet(T0, Port::Fabric, frame));
+                let reply = packet(SERVER, CLIENT, 8080, sport);
+                let back = fabric(b.handle_packet(T0, Port::Interface(SERVER_IF), reply));
+                let (id, back) = interface(a.handle_packet(T0, Port::Fabric, back));
+                assert_eq!((id, ends(&back)), (CLIENT_IF, (VIP, CLIENT, 3000, sport)));
+            }
+            Forward::Interface(id, _) => assert_eq!(id, LOCAL_SERVER_IF),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The same backends called by their own addresses, and the ClusterIP on another port
+    // (which kube-proxy does not translate), are denied at the client.
+    for (dst, port) in [(SERVER, 8080), (LOCAL_SERVER, 8080), (VIP, 3001)] {
+        let explained =
+            a.explain(T0, Port::Interface(CLIENT_IF), &packet(CLIENT, dst, 7000, port)).join("\n");
+        assert!(
+            explained.contains("egress policy of client: Deny: no rule of its policies matches"),
+            "{explained}"
+        );
+        assert_eq!(
+            dropped(a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, dst, 7000, port))),
+            DropReason::Policy
+        );
+    }
+
+    // With the servers in the client's collection they are reached directly, on any port;
+    // and a collection that does not use the service cannot reach it through its ClusterIP
+    // although every backend is in the collection.
+    label_model_on_the_client(&mut a);
+    a.handle_command(T0, CalicoCommand::SetIpSet { id: IpSetId(3), members: Vec::new() }).unwrap();
+    fabric(a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, SERVER, 7001, 9999)));
+    interface(a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, LOCAL_SERVER, 7001, 1)));
+    assert_eq!(
+        dropped(a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, VIP, 7002, 3000))),
+        DropReason::Policy
+    );
+    let explained = a.explain(T0, Port::Interface(CLIENT_IF), &packet(CLIENT, SERVER, 7003, 22)).join("\n");
+    assert!(explained.contains("Allow by policy #4 rule #0: allow to ctorigdst in set #2"), "{explained}");
+}
+
 #[test]
 fn withdrawn_routes_removed_endpoints_and_blackholes_drop_with_reasons() {
     let (mut a, _) = pair(CalicoEncapsulation::None);
