@@ -1010,9 +1010,10 @@ impl Simulation<'_> {
             return;
         }
         let plan = overlay.manager.plan(&overlay.cluster, &overlay.host_ips, spec.isolation);
+        let changed = OverlayPlan::changed_networks(&overlay.plan, &plan);
         let mut sends = Vec::new();
-        for (host, (old, new)) in overlay.plan.hosts.iter().zip(&plan.hosts).enumerate() {
-            let messages = netsim_control::network_manager::diff(old, new);
+        for host in 0..plan.host_count() {
+            let messages = OverlayPlan::diff(&overlay.plan, &plan, host, &changed);
             if messages.is_empty() {
                 continue;
             }
@@ -1476,7 +1477,7 @@ fn build_overlay(spec: &ClusterSpec, fabric: &Fabric, streams: &RngStreams, vrou
             let mut vrouter = Vrouter::new(config);
             // The plan refers only to the networks, interfaces and labels it creates itself.
             agents[host]
-                .apply(&mut vrouter, SimTime::ZERO, &plan.hosts[host])
+                .apply(&mut vrouter, SimTime::ZERO, &plan.messages(host))
                 .expect("the network manager's plan is consistent");
             vrouter
         })

@@ -4,7 +4,7 @@
 //! Everything is kept in creation order (vectors and ordered maps), so that whatever a data
 //! plane or a check derives from it is deterministic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -133,12 +133,22 @@ pub struct Cluster {
     pods: Vec<PodState>,
     pods_by_ip: BTreeMap<Ipv4Addr, PodId>,
     pods_by_key: BTreeMap<(String, String), PodId>,
+    /// Live pods by (namespace, label key, label value): the endpoints controller's index, so
+    /// that a service's endpoints cost its matching pods, not every pod of the cluster.
+    pods_by_label: BTreeMap<(String, String, String), BTreeSet<PodId>>,
+    /// Live pods by (namespace, owning workload as `Kind/name`), for the controllers.
+    pods_by_owner: BTreeMap<(String, String), BTreeSet<PodId>>,
     services: Vec<ServiceState>,
     policies: Vec<NetworkPolicy>,
     workloads: Vec<(Workload, u32)>,
     scheduler: Scheduler,
     ipam: PodIpam,
     service_ips: AddressPool,
+}
+
+/// Whether a service selector selects a pod (every pair among the pod's labels).
+fn selects(selector: &Labels, pod: &Pod) -> bool {
+    selector.iter().all(|(k, v)| pod.template.labels.get(k) == Some(v))
 }
 
 impl Cluster {
@@ -149,6 +159,8 @@ impl Cluster {
             pods: Vec::new(),
             pods_by_ip: BTreeMap::new(),
             pods_by_key: BTreeMap::new(),
+            pods_by_label: BTreeMap::new(),
+            pods_by_owner: BTreeMap::new(),
             services: Vec::new(),
             policies: Vec::new(),
             workloads: Vec::new(),
@@ -242,7 +254,7 @@ impl Cluster {
     /// Schedules, addresses and records a pod, and updates the services' endpoints.
     pub fn add_pod(&mut self, pod: Pod) -> Result<PodId, String> {
         let id = self.insert_pod(pod)?;
-        self.refresh_endpoints();
+        self.refresh_endpoints_of(&[id]);
         Ok(id)
     }
 
@@ -281,6 +293,12 @@ impl Cluster {
         };
         self.ensure_namespace(&pod.namespace);
         let id = PodId(self.pods.len() as u32);
+        for (k, v) in &pod.template.labels {
+            self.pods_by_label.entry((pod.namespace.clone(), k.clone(), v.clone())).or_default().insert(id);
+        }
+        if let Some(owner) = &pod.owner {
+            self.pods_by_owner.entry((pod.namespace.clone(), owner.clone())).or_default().insert(id);
+        }
         self.pods.push(PodState { pod, host, ip, borrowed_ip, deleted: false });
         self.pods_by_ip.insert(ip, id);
         self.pods_by_key.insert(key, id);
@@ -290,16 +308,38 @@ impl Cluster {
     /// Deletes a pod: it leaves its host and every service's endpoints. Its id and address
     /// are not reused within a run.
     pub fn delete_pod(&mut self, id: PodId) -> Result<(), String> {
+        self.remove_pod(id)?;
+        self.refresh_endpoints_of(&[id]);
+        Ok(())
+    }
+
+    /// Marks a pod deleted and takes it out of its host and the indices; endpoints are left to
+    /// the caller, so that a batch of changes refreshes them once.
+    fn remove_pod(&mut self, id: PodId) -> Result<(), String> {
         let state = self.pods.get_mut(id.0 as usize).ok_or("no such pod")?;
         if state.deleted {
             return Err(format!("pod {} is already deleted", state.key()));
         }
         state.deleted = true;
-        let (host, ip, key) = (state.host, state.ip, (state.pod.namespace.clone(), state.pod.name.clone()));
+        let state = &self.pods[id.0 as usize];
+        let (host, ip, namespace) = (state.host, state.ip, &state.pod.namespace);
         self.scheduler.remove(host);
         self.pods_by_ip.remove(&ip);
-        self.pods_by_key.remove(&key);
-        self.refresh_endpoints();
+        self.pods_by_key.remove(&(namespace.clone(), state.pod.name.clone()));
+        for (k, v) in &state.pod.template.labels {
+            let key = (namespace.clone(), k.clone(), v.clone());
+            if let Some(ids) = self.pods_by_label.get_mut(&key) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.pods_by_label.remove(&key);
+                }
+            }
+        }
+        if let Some(owner) = &state.pod.owner
+            && let Some(ids) = self.pods_by_owner.get_mut(&(namespace.clone(), owner.clone()))
+        {
+            ids.remove(&id);
+        }
         Ok(())
     }
 
@@ -318,7 +358,7 @@ impl Cluster {
         }
         let pod = Pod { node: None, ip: None, ..state.pod };
         let created = self.insert_pod(pod)?;
-        self.refresh_endpoints();
+        self.refresh_endpoints_of(&[created]);
         Ok(created)
     }
 
@@ -368,17 +408,15 @@ impl Cluster {
             .ok_or_else(|| format!("no Deployment or ReplicationController `{namespace}/{name}`"))?;
         self.workloads[index].0.replicas = replicas;
         let owner = format!("{}/{}", self.workloads[index].0.kind, name);
-        let mut live: Vec<PodId> = (0..self.pods.len() as u32)
-            .map(PodId)
-            .filter(|&id| {
-                let p = &self.pods[id.0 as usize];
-                !p.deleted && p.pod.namespace == namespace && p.pod.owner.as_deref() == Some(owner.as_str())
-            })
-            .collect();
+        let mut live: Vec<PodId> = self
+            .pods_by_owner
+            .get(&(namespace.to_string(), owner.clone()))
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
         let (mut created, mut deleted) = (Vec::new(), Vec::new());
         while live.len() > replicas as usize {
             let id = live.pop().expect("more live pods than wanted");
-            self.delete_pod(id)?;
+            self.remove_pod(id)?;
             deleted.push(id);
         }
         while live.len() < replicas as usize {
@@ -396,7 +434,7 @@ impl Cluster {
             live.push(id);
             created.push(id);
         }
-        self.refresh_endpoints();
+        self.refresh_endpoints_of(&[created.as_slice(), deleted.as_slice()].concat());
         Ok((created, deleted))
     }
 
@@ -437,43 +475,74 @@ impl Cluster {
 
     /// Recomputes every service's backends from the selectors (as the endpoints controller).
     fn refresh_endpoints(&mut self) {
-        for state in &mut self.services {
-            let Some(selector) = &state.service.selector else {
-                state.backends = vec![Vec::new(); state.service.ports.len()];
-                continue;
-            };
-            state.backends = state
-                .service
-                .ports
-                .iter()
-                .map(|service_port| {
-                    self.pods
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, p)| {
-                            !p.deleted
-                                && p.pod.namespace == state.service.namespace
-                                && selector.iter().all(|(k, v)| p.pod.template.labels.get(k) == Some(v))
-                        })
-                        .filter_map(|(index, p)| {
-                            let port = match &service_port.target_port {
-                                TargetPort::Number(n) => Some(*n),
-                                TargetPort::Name(name) => p
-                                    .pod
-                                    .template
-                                    .ports
-                                    .iter()
-                                    .find(|c| {
-                                        c.name.as_deref() == Some(name) && c.protocol == service_port.protocol
-                                    })
-                                    .map(|c| c.port),
-                            }?;
-                            Some(Backend { pod: PodId(index as u32), ip: p.ip, port })
-                        })
-                        .collect()
-                })
-                .collect();
+        for index in 0..self.services.len() {
+            self.services[index].backends = self.backends_of(&self.services[index].service);
         }
+    }
+
+    /// Recomputes the backends of the services whose selectors match any of these pods (created
+    /// or deleted ones alike: a deleted pod keeps its labels).
+    fn refresh_endpoints_of(&mut self, changed: &[PodId]) {
+        for index in 0..self.services.len() {
+            let service = &self.services[index].service;
+            let affected = changed.iter().any(|&id| {
+                let pod = &self.pods[id.0 as usize].pod;
+                pod.namespace == service.namespace
+                    && service.selector.as_ref().is_some_and(|s| selects(s, pod))
+            });
+            if affected {
+                self.services[index].backends = self.backends_of(&self.services[index].service);
+            }
+        }
+    }
+
+    /// A service's backends per port, in pod creation order. The candidates come from the label
+    /// index (the selector's first pair); a selector without pairs selects its whole namespace.
+    fn backends_of(&self, service: &Service) -> Vec<Vec<Backend>> {
+        let Some(selector) = &service.selector else {
+            return vec![Vec::new(); service.ports.len()];
+        };
+        let candidates: Vec<PodId> = match selector.iter().next() {
+            Some((k, v)) => self
+                .pods_by_label
+                .get(&(service.namespace.clone(), k.clone(), v.clone()))
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default(),
+            None => (0..self.pods.len() as u32)
+                .map(PodId)
+                .filter(|id| {
+                    let p = &self.pods[id.0 as usize];
+                    !p.deleted && p.pod.namespace == service.namespace
+                })
+                .collect(),
+        };
+        let selected: Vec<PodId> =
+            candidates.into_iter().filter(|id| selects(selector, &self.pods[id.0 as usize].pod)).collect();
+        service
+            .ports
+            .iter()
+            .map(|service_port| {
+                selected
+                    .iter()
+                    .filter_map(|&id| {
+                        let p = &self.pods[id.0 as usize];
+                        let port = match &service_port.target_port {
+                            TargetPort::Number(n) => Some(*n),
+                            TargetPort::Name(name) => p
+                                .pod
+                                .template
+                                .ports
+                                .iter()
+                                .find(|c| {
+                                    c.name.as_deref() == Some(name) && c.protocol == service_port.protocol
+                                })
+                                .map(|c| c.port),
+                        }?;
+                        Some(Backend { pod: id, ip: p.ip, port })
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// The configuration.

@@ -126,19 +126,95 @@ pub enum AgentMessage {
     },
 }
 
-/// The network manager's output.
+/// A network's own routes, shared by every host whose VRFs import them.
+type Routes = Vec<(Ipv4Net, Vec<RouteTarget>)>;
+
+/// The network manager's output: every network, and what each host's agent is told.
+///
+/// A host's route messages are not stored per host (at 5,000 hosts that would be tens of
+/// millions of messages): each network's routes are kept once, with the VRFs each host needs and
+/// the networks each VRF imports, and [`OverlayPlan::messages`] spells a host's messages out on
+/// demand. [`OverlayPlan::diff`] compares two plans VRF by VRF, so a change costs the VRFs it
+/// touches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OverlayPlan {
     /// Every network, by id.
     pub networks: Vec<VirtualNetwork>,
-    /// The messages for each host, in order.
-    pub hosts: Vec<Vec<AgentMessage>>,
+    /// Per host: networks, interfaces, floating IPs and ACLs, in order (routes apart).
+    locals: Vec<Vec<AgentMessage>>,
+    /// Per host: the VRFs it needs.
+    host_networks: Vec<BTreeSet<VnId>>,
+    /// Per VRF: the networks whose routes it imports (itself included).
+    imports: BTreeMap<VnId, BTreeSet<VnId>>,
+    /// Per network: its own routes.
+    own_routes: BTreeMap<VnId, Routes>,
 }
 
 impl OverlayPlan {
     /// The network called `name`.
     pub fn network(&self, name: &str) -> Option<&VirtualNetwork> {
         self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// How many hosts the plan covers.
+    pub fn host_count(&self) -> usize {
+        self.locals.len()
+    }
+
+    /// Everything host `host`'s agent is told, in order: networks, interfaces, floating IPs,
+    /// ACLs, then each VRF's routes.
+    pub fn messages(&self, host: usize) -> Vec<AgentMessage> {
+        let mut messages = self.locals[host].clone();
+        for &vrf in &self.host_networks[host] {
+            self.push_routes(vrf, &mut messages);
+        }
+        messages
+    }
+
+    /// The route messages of one VRF, in import order.
+    fn push_routes(&self, vrf: VnId, out: &mut Vec<AgentMessage>) {
+        for source in self.imports.get(&vrf).into_iter().flatten() {
+            for (prefix, targets) in self.own_routes.get(source).into_iter().flatten() {
+                out.push(AgentMessage::Route { vrf, prefix: *prefix, targets: targets.clone(), vn: *source });
+            }
+        }
+    }
+
+    /// The messages that take host `host` from `old`'s programming to `new`'s: the same as
+    /// [`diff`] of the two hosts' [`messages`](Self::messages), computed over the VRFs whose
+    /// routes may differ only. `changed` is [`OverlayPlan::changed_networks`] of the two plans.
+    pub fn diff(
+        old: &OverlayPlan,
+        new: &OverlayPlan,
+        host: usize,
+        changed: &BTreeSet<VnId>,
+    ) -> Vec<AgentMessage> {
+        let (old_vrfs, new_vrfs) = (&old.host_networks[host], &new.host_networks[host]);
+        // A VRF's routes may differ if it is not on the host in both plans, its imports differ,
+        // or a network it imports has different routes. Routes of other VRFs are equal on both
+        // sides, so leaving them out of both changes nothing in the difference.
+        let dirty = |vrf: &VnId| {
+            !(old_vrfs.contains(vrf) && new_vrfs.contains(vrf))
+                || old.imports.get(vrf) != new.imports.get(vrf)
+                || new.imports.get(vrf).into_iter().flatten().any(|source| changed.contains(source))
+        };
+        if old.locals[host] == new.locals[host] && old_vrfs == new_vrfs && !old_vrfs.iter().any(dirty) {
+            return Vec::new();
+        }
+        let spell = |plan: &OverlayPlan, vrfs: &BTreeSet<VnId>| {
+            let mut messages = plan.locals[host].clone();
+            for vrf in vrfs.iter().filter(|vrf| dirty(vrf)) {
+                plan.push_routes(*vrf, &mut messages);
+            }
+            messages
+        };
+        diff(&spell(old, old_vrfs), &spell(new, new_vrfs))
+    }
+
+    /// The networks whose own routes differ between two plans.
+    pub fn changed_networks(old: &OverlayPlan, new: &OverlayPlan) -> BTreeSet<VnId> {
+        let ids: BTreeSet<VnId> = old.own_routes.keys().chain(new.own_routes.keys()).copied().collect();
+        ids.into_iter().filter(|id| old.own_routes.get(id) != new.own_routes.get(id)).collect()
     }
 }
 
@@ -214,27 +290,44 @@ impl NetworkManager {
         }
         let services: Vec<&ServiceState> =
             cluster.services().iter().filter(|s| s.cluster_ip.is_some()).collect();
-        let mut names: BTreeSet<String> = collections.keys().map(ToString::to_string).collect();
-        names.extend(services.iter().map(|s| service_network_name(s)));
-        let ids: BTreeMap<String, VnId> = names.iter().map(|n| (n.clone(), self.network_id(n))).collect();
+        let collection_names: BTreeMap<&Collection, String> =
+            collections.keys().map(|c| (c, c.to_string())).collect();
+        let service_names: Vec<String> = services.iter().map(|s| service_network_name(s)).collect();
+        let mut names: BTreeSet<&String> = collection_names.values().collect();
+        names.extend(&service_names);
+        let ids: BTreeMap<String, VnId> = names.iter().map(|&n| (n.clone(), self.network_id(n))).collect();
+        let collection_id = |collection: &Collection| ids[&collection_names[collection]];
+        let service_ids: Vec<VnId> = service_names.iter().map(|n| ids[n]).collect();
 
-        // Which services each collection uses.
-        let uses: BTreeMap<&Collection, Vec<&ServiceState>> = collections
+        // Which services (indices into `services`) each collection uses. Under the label model a
+        // collection's `uses` value names services of its namespace.
+        let mut services_by_name: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+        for (index, s) in services.iter().enumerate() {
+            services_by_name.entry((&s.service.namespace, &s.service.name)).or_default().push(index);
+            if let Some(label) = s.service.labels.get(crate::labels::NAME_LABEL)
+                && *label != s.service.name
+            {
+                services_by_name.entry((&s.service.namespace, label)).or_default().push(index);
+            }
+        }
+        let uses: BTreeMap<&Collection, Vec<usize>> = collections
             .iter()
             .map(|(collection, pods)| {
-                let value = cluster.pod(pods[0]).pod.template.labels.get(USES_LABEL);
-                let used = services
-                    .iter()
-                    .filter(|s| match isolation {
-                        // Under NetworkPolicy every pod may reach every service; policies decide.
-                        Isolation::NetworkPolicy => true,
-                        Isolation::UsesLabels => {
-                            s.service.namespace == collection.namespace
-                                && value.is_some_and(|v| service_is_named(s, v))
-                        }
-                    })
-                    .copied()
-                    .collect();
+                let used = match isolation {
+                    // Under NetworkPolicy every pod may reach every service; policies decide.
+                    Isolation::NetworkPolicy => (0..services.len()).collect(),
+                    Isolation::UsesLabels => {
+                        let value = cluster.pod(pods[0]).pod.template.labels.get(USES_LABEL);
+                        let mut used: Vec<usize> = value
+                            .and_then(|v| services_by_name.get(&(collection.namespace.as_str(), v.as_str())))
+                            .cloned()
+                            .unwrap_or_default();
+                        used.sort_unstable();
+                        used.dedup();
+                        debug_assert!(used.iter().all(|&i| service_is_named(services[i], value.unwrap())));
+                        used
+                    }
+                };
                 (collection, used)
             })
             .collect();
@@ -252,34 +345,35 @@ impl NetworkManager {
                 .collect()
         };
         let mut networks: BTreeMap<VnId, VirtualNetwork> = BTreeMap::new();
+        // The collections using each service, in collection order.
+        let mut users: Vec<Vec<VnId>> = vec![Vec::new(); services.len()];
         for (collection, used) in &uses {
-            let id = ids[&collection.to_string()];
+            let id = collection_id(collection);
             let mut rules = vec![AclRule::allow(Match::Vn(id), Match::Vn(id))];
-            for service in used {
-                rules.extend(service_ports(service, id, ids[&service_network_name(service)]));
+            for &service in used {
+                rules.extend(service_ports(services[service], id, service_ids[service]));
+                users[service].push(id);
             }
             networks.insert(
                 id,
                 VirtualNetwork {
                     id,
-                    name: collection.to_string(),
+                    name: collection_names[collection].clone(),
                     acl: Acl { rules, default: Verdict::Deny },
                 },
             );
         }
-        for service in &services {
-            let id = ids[&service_network_name(service)];
+        for (index, service) in services.iter().enumerate() {
+            let id = service_ids[index];
             let mut rules = Vec::new();
-            for (collection, used) in &uses {
-                if used.iter().any(|u| u.key() == service.key()) {
-                    rules.extend(service_ports(service, ids[&collection.to_string()], id));
-                }
+            for &user in &users[index] {
+                rules.extend(service_ports(service, user, id));
             }
             networks.insert(
                 id,
                 VirtualNetwork {
                     id,
-                    name: service_network_name(service),
+                    name: service_names[index].clone(),
                     acl: Acl { rules, default: Verdict::Deny },
                 },
             );
@@ -292,7 +386,7 @@ impl NetworkManager {
         let mut host_networks: Vec<BTreeSet<VnId>> = vec![BTreeSet::new(); host_ips.len()];
         let mut interfaces = Vec::new();
         for (collection, pods) in &collections {
-            let vn = ids[&collection.to_string()];
+            let vn = collection_id(collection);
             for &pod in pods {
                 pod_vn.insert(pod, vn);
             }
@@ -317,8 +411,8 @@ impl NetworkManager {
         // Floating IPs: every backend of every service port, once per (pod, service).
         let mut floating: Vec<(u32, AgentMessage)> = Vec::new();
         let mut service_targets: BTreeMap<VnId, Vec<RouteTarget>> = BTreeMap::new();
-        for service in &services {
-            let vn = ids[&service_network_name(service)];
+        for (index, service) in services.iter().enumerate() {
+            let vn = service_ids[index];
             let mut backends: BTreeMap<PodId, Vec<(u8, u16, u16)>> = BTreeMap::new();
             for (port, list) in service.service.ports.iter().zip(&service.backends) {
                 for backend in list {
@@ -351,17 +445,17 @@ impl NetworkManager {
         let mut imports: BTreeMap<VnId, BTreeSet<VnId>> =
             networks.keys().map(|&id| (id, BTreeSet::from([id]))).collect();
         for (collection, used) in &uses {
-            let id = ids[&collection.to_string()];
-            for service in used {
-                let service_id = ids[&service_network_name(service)];
+            let id = collection_id(collection);
+            for &service in used {
+                let service_id = service_ids[service];
                 imports.entry(id).or_default().insert(service_id);
                 imports.entry(service_id).or_default().insert(id);
             }
         }
         // Each network's own routes.
-        let mut own_routes: BTreeMap<VnId, Vec<(Ipv4Net, Vec<RouteTarget>)>> = BTreeMap::new();
+        let mut own_routes: BTreeMap<VnId, Routes> = BTreeMap::new();
         for (collection, pods) in &collections {
-            let vn = ids[&collection.to_string()];
+            let vn = collection_id(collection);
             let routes = own_routes.entry(vn).or_default();
             for &pod in pods {
                 let state = cluster.pod(pod);
@@ -370,8 +464,8 @@ impl NetworkManager {
                 routes.push((Ipv4Net::from(state.ip), vec![target]));
             }
         }
-        for service in &services {
-            let vn = ids[&service_network_name(service)];
+        for (index, service) in services.iter().enumerate() {
+            let vn = service_ids[index];
             let targets = &service_targets[&vn];
             if targets.is_empty() {
                 continue;
@@ -404,21 +498,13 @@ impl NetworkManager {
                 }
             }
         }
-        for (host, wanted) in host_networks.iter().enumerate() {
-            for &vrf in wanted {
-                for source in &imports[&vrf] {
-                    for (prefix, targets) in own_routes.get(source).into_iter().flatten() {
-                        hosts[host].push(AgentMessage::Route {
-                            vrf,
-                            prefix: *prefix,
-                            targets: targets.clone(),
-                            vn: *source,
-                        });
-                    }
-                }
-            }
+        OverlayPlan {
+            networks: networks.into_values().collect(),
+            locals: hosts,
+            host_networks,
+            imports,
+            own_routes,
         }
-        OverlayPlan { networks: networks.into_values().collect(), hosts }
     }
 }
 
@@ -541,7 +627,8 @@ spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
         assert_eq!(hosts, [0, 1, 2]);
         let vip = cluster.services()[0].cluster_ip.unwrap();
         // Host 0's bps VRF sees the VIP as ECMP over both backends' floating-IP labels.
-        let vip_route = plan.hosts[0]
+        let vip_route = plan
+            .messages(0)
             .iter()
             .find_map(|m| match m {
                 AgentMessage::Route { vrf, prefix, targets, vn } if *vrf == bps && prefix.addr() == vip => {
@@ -555,23 +642,24 @@ spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
         assert_eq!(target_hosts, [host_ips(4)[1], host_ips(4)[2]]);
         // Each backend host has the floating IP, translating 3000 to the named port's 8080.
         for host in [1, 2] {
-            let fip = plan.hosts[host].iter().find_map(|m| match m {
+            let fip = plan.messages(host).iter().find_map(|m| match m {
                 AgentMessage::FloatingIp { ip, ports, vn, .. } if *ip == vip => Some((ports.clone(), *vn)),
                 _ => None,
             });
             assert_eq!(fip, Some((vec![(6, 3000, 8080)], service)));
             // ...and the service VRF there routes back to bps-0.
             let bps_ip = cluster.pods()[0].ip;
-            assert!(plan.hosts[host].iter().any(|m| matches!(m, AgentMessage::Route { vrf, prefix, .. } if *vrf == service && prefix.addr() == bps_ip)));
+            assert!(plan.messages(host).iter().any(|m| matches!(m, AgentMessage::Route { vrf, prefix, .. } if *vrf == service && prefix.addr() == bps_ip)));
         }
         // The frontend network does not see bps's pods, and host 3 (no pods) gets nothing.
         let frontend = plan.network("default:frontend").unwrap().id;
         assert!(
-            !plan.hosts[1]
+            !plan
+                .messages(1)
                 .iter()
                 .any(|m| matches!(m, AgentMessage::Route { vrf, vn, .. } if *vrf == frontend && *vn == bps))
         );
-        assert!(plan.hosts[3].is_empty());
+        assert!(plan.messages(3).is_empty());
     }
 
     #[test]
@@ -586,12 +674,12 @@ spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
         assert_eq!((created.len(), deleted.len()), (0, 1));
         let after = manager.plan(&cluster, &host_ips(4), Isolation::UsesLabels);
         // Host 0 (bps) only learns the VIP's new, single target.
-        let host0 = diff(&before.hosts[0], &after.hosts[0]);
+        let host0 = diff(&before.messages(0), &after.messages(0));
         assert_eq!(host0.len(), 1);
         let AgentMessage::Route { targets, .. } = &host0[0] else { panic!("{host0:?}") };
         assert_eq!(targets.iter().map(|t| t.host).collect::<Vec<_>>(), [host_ips(4)[1]]);
         // Host 2 withdraws routes, then the floating IP, then the interface.
-        let host2 = diff(&before.hosts[2], &after.hosts[2]);
+        let host2 = diff(&before.messages(2), &after.messages(2));
         let kinds: Vec<u8> = host2
             .iter()
             .map(|m| match m {
@@ -604,7 +692,7 @@ spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
         assert!(kinds.windows(2).all(|w| w[0] <= w[1]) && kinds.contains(&3), "{kinds:?}");
         // Host 1 keeps its pod's interface and labels: only routes change (the VIP's targets,
         // and the deleted replica's route in the frontend VRF).
-        let host1 = diff(&before.hosts[1], &after.hosts[1]);
+        let host1 = diff(&before.messages(1), &after.messages(1));
         assert_eq!(host1.len(), 2, "{host1:?}");
         assert!(
             host1.iter().all(|m| matches!(m, AgentMessage::Route { .. } | AgentMessage::RemoveRoute { .. })),
@@ -614,16 +702,27 @@ spec: {selector: {name: frontend}, ports: [{port: 3000, targetPort: http}]}
         cluster.scale("default", "frontend", 2).expect("scales");
         let again = manager.plan(&cluster, &host_ips(4), Isolation::UsesLabels);
         let labels = |plan: &OverlayPlan| -> Vec<u32> {
-            plan.hosts
-                .iter()
-                .flatten()
+            (0..plan.host_count())
+                .flat_map(|host| plan.messages(host))
                 .filter_map(|m| match m {
-                    AgentMessage::Interface { label, .. } => Some(*label),
+                    AgentMessage::Interface { label, .. } => Some(label),
                     _ => None,
                 })
                 .collect()
         };
         assert_eq!(labels(&again).len(), 3);
-        assert!(diff(&after.hosts[0], &again.hosts[0]).len() == 1);
+        // The plan-level difference, which skips VRFs whose routes cannot differ, is the plain
+        // difference of the hosts' whole programming, host by host.
+        for (from, to) in [(&before, &after), (&after, &again), (&again, &before)] {
+            let changed = OverlayPlan::changed_networks(from, to);
+            for host in 0..4 {
+                assert_eq!(
+                    OverlayPlan::diff(from, to, host, &changed),
+                    diff(&from.messages(host), &to.messages(host)),
+                    "host {host}"
+                );
+            }
+        }
+        assert!(diff(&after.messages(0), &again.messages(0)).len() == 1);
     }
 }

@@ -690,9 +690,9 @@ fn rules_per_host(scenario: &Scenario, plane: Plane) -> Rules {
         Plane::Overlay => {
             let Ok(topology) = Topology::build(&scenario.fabric) else { return Rules::default() };
             let host_ips: Vec<Ipv4Addr> = (0..hosts).map(|h| topology.host_ip(NodeId(h))).collect();
-            network_manager::plan(&spec.cluster, &host_ips, spec.isolation)
-                .hosts
-                .iter()
+            let plan = network_manager::plan(&spec.cluster, &host_ips, spec.isolation);
+            (0..plan.host_count())
+                .map(|host| plan.messages(host))
                 .map(|messages| {
                     messages
                         .iter()
