@@ -166,12 +166,107 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the performance targets on this machine: the petstore on both data planes,
+    /// end-to-end packets per second per core, a generated 5,000-host cluster converging and
+    /// churning (wall time and peak memory, in a child `netsim run`), and `netsim sweep` on one
+    /// thread against two. Prints a table (or JSON) of figure, measured, target and verdict.
+    Bench(BenchArgs),
     /// Parse and validate scenario files without running them.
     Validate {
         /// Scenario files (TOML).
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
     },
+}
+
+/// `netsim bench`'s options.
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Run only these parts (comma-separated or repeated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "PART")]
+    only: Vec<crate::bench::Part>,
+    /// Leave out the scale part (the longest).
+    #[arg(long)]
+    skip_scale: bool,
+    /// The data planes of the petstore and scale parts.
+    #[arg(long, value_enum, default_value = "both")]
+    dataplane: BenchPlaneArg,
+    /// Hosts of the generated cluster (40 per leaf, 8 spines).
+    #[arg(long, value_name = "N", default_value_t = crate::bench::HOSTS_DEFAULT)]
+    hosts: u32,
+    /// Pods per host of the generated cluster: one application of this many replicas per host.
+    #[arg(long, value_name = "N", default_value_t = crate::bench::PODS_PER_HOST_DEFAULT)]
+    pods_per_host: u32,
+    /// Stop a scale run still going after this many seconds (it then misses its target).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::bench::SCALE_TIMEOUT_DEFAULT_S)]
+    scale_timeout: u64,
+    /// The petstore scenario, run under both data planes.
+    #[arg(long, value_name = "FILE", default_value = "scenarios/petstore.toml")]
+    petstore: PathBuf,
+    /// The underlay scenario of the end-to-end part.
+    #[arg(long, value_name = "FILE", default_value = "scenarios/fabric-failover.toml")]
+    underlay: PathBuf,
+    /// The scenario the sweep part sweeps.
+    #[arg(long, value_name = "FILE", default_value = "scenarios/petstore-overlay.toml")]
+    sweep_scenario: PathBuf,
+    /// Seeds of the sweep part (1..N).
+    #[arg(long, value_name = "N", default_value_t = crate::bench::SWEEP_SEEDS_DEFAULT)]
+    sweep_seeds: u32,
+    /// Run each petstore and end-to-end scenario N times and keep the fastest.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    repeat: u32,
+    /// Where to write the generated cluster, the child runs' results and bench.json.
+    #[arg(long, value_name = "DIR", default_value = "out/bench")]
+    out: PathBuf,
+    /// Print the figures and runs as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Exit 1 when a target is missed (the default exits 0: the figures are for the record).
+    #[arg(long)]
+    strict: bool,
+}
+
+/// The data planes `netsim bench` measures.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BenchPlaneArg {
+    /// The OpenContrail-style overlay.
+    Overlay,
+    /// Calico.
+    Calico,
+    /// Both, overlay first.
+    Both,
+}
+
+impl BenchArgs {
+    fn options(self) -> crate::bench::BenchOptions {
+        use crate::bench::Part;
+        use crate::report::cost::Plane;
+        let parts = Part::ALL
+            .into_iter()
+            .filter(|part| self.only.is_empty() || self.only.contains(part))
+            .filter(|part| !(self.skip_scale && *part == Part::Scale))
+            .collect();
+        let planes = match self.dataplane {
+            BenchPlaneArg::Overlay => vec![Plane::Overlay],
+            BenchPlaneArg::Calico => vec![Plane::Calico],
+            BenchPlaneArg::Both => Plane::BOTH.to_vec(),
+        };
+        crate::bench::BenchOptions {
+            parts,
+            planes,
+            hosts: self.hosts,
+            pods_per_host: self.pods_per_host,
+            petstore: self.petstore,
+            underlay: self.underlay,
+            sweep_scenario: self.sweep_scenario,
+            sweep_seeds: self.sweep_seeds,
+            repeat: self.repeat,
+            scale_timeout: std::time::Duration::from_secs(self.scale_timeout),
+            out: self.out,
+            json: self.json,
+            strict: self.strict,
+        }
+    }
 }
 
 /// `--minimize` and its bound, for `check` and `sweep`.
@@ -227,6 +322,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run { scenario, seed, out, quiet, pcap } => run(&scenario, seed, out, quiet, pcap),
         Command::Validate { scenarios } => validate(&scenarios),
+        Command::Bench(args) => crate::bench::bench_command(&args.options()),
         Command::Trace { scenario, flow, at, seed, json } => trace(&scenario, &flow, at, seed, json),
         Command::Report { scenarios, out, seeds, sizes, jobs, quiet } => {
             let options = crate::report::ReportOptions { scenarios, out, seeds, sizes, jobs, quiet };

@@ -17,12 +17,14 @@
 //! - [`shrink`]: minimal reproductions of failures, by delta debugging over a scenario's entries.
 //! - [`report`]: `netsim report`, the overlay-vs-Calico comparison report (markdown, HTML,
 //!   plots), with the cost model of `[cost]`.
+//! - [`bench`]: `netsim bench`, the performance targets measured on this machine.
 //! - [`cli`]: the `netsim` command.
 //!
 //! **Architecture invariant:** this crate is the only one that schedules events or reads the
 //! wall clock, and it reads the wall clock only to report how long a run took.
 
 pub mod agent;
+pub mod bench;
 pub mod checks;
 pub mod cli;
 pub mod control_channel;
