@@ -109,8 +109,11 @@ pub struct ServiceState {
     pub service: Service,
     /// Its ClusterIP (`None` when headless).
     pub cluster_ip: Option<Ipv4Addr>,
-    /// Backends of each port, in the order of `service.ports`.
+    /// Backends of each port, in the order of `service.ports` (none once deleted).
     pub backends: Vec<Vec<Backend>>,
+    /// Whether it has been deleted. Its slot stays, so that indices into
+    /// [`Cluster::services`] stay valid within a run; its ClusterIP is not handed out again.
+    pub deleted: bool,
 }
 
 impl ServiceState {
@@ -442,7 +445,7 @@ impl Cluster {
         if let Some(existing) = self
             .services
             .iter_mut()
-            .find(|s| s.service.namespace == service.namespace && s.service.name == service.name)
+            .find(|s| !s.deleted && s.service.namespace == service.namespace && s.service.name == service.name)
         {
             // As `kubectl apply`: the service is edited in place; its ClusterIP is immutable.
             if let ClusterIpRequest::Fixed(ip) = service.cluster_ip
@@ -469,13 +472,30 @@ impl Cluster {
             }
         };
         self.ensure_namespace(&service.namespace);
-        self.services.push(ServiceState { service, cluster_ip, backends: Vec::new() });
+        self.services.push(ServiceState { service, cluster_ip, backends: Vec::new(), deleted: false });
+        Ok(())
+    }
+
+    /// Deletes a service (`kubectl delete service`): it loses its endpoints and its addresses
+    /// stop being a service's. Applying a service of the same name later creates a new one, with
+    /// a new ClusterIP unless it asks for one.
+    pub fn delete_service(&mut self, namespace: &str, name: &str) -> Result<(), String> {
+        let state = self
+            .services
+            .iter_mut()
+            .find(|s| !s.deleted && s.service.namespace == namespace && s.service.name == name)
+            .ok_or_else(|| format!("no Service {namespace}/{name}"))?;
+        state.deleted = true;
+        state.backends = vec![Vec::new(); state.service.ports.len()];
         Ok(())
     }
 
     /// Recomputes every service's backends from the selectors (as the endpoints controller).
     fn refresh_endpoints(&mut self) {
         for index in 0..self.services.len() {
+            if self.services[index].deleted {
+                continue;
+            }
             self.services[index].backends = self.backends_of(&self.services[index].service);
         }
     }
@@ -484,6 +504,9 @@ impl Cluster {
     /// or deleted ones alike: a deleted pod keeps its labels).
     fn refresh_endpoints_of(&mut self, changed: &[PodId]) {
         for index in 0..self.services.len() {
+            if self.services[index].deleted {
+                continue;
+            }
             let service = &self.services[index].service;
             let affected = changed.iter().any(|&id| {
                 let pod = &self.pods[id.0 as usize].pod;
@@ -570,14 +593,19 @@ impl Cluster {
         self.pods_by_ip.get(&ip).copied()
     }
 
-    /// Every service, in creation order.
+    /// Every service, in creation order, deleted ones included (see [`ServiceState::deleted`]).
     pub fn services(&self) -> &[ServiceState] {
         &self.services
     }
 
-    /// The service with this ClusterIP or external IP.
+    /// The services that exist now, in creation order.
+    pub fn live_services(&self) -> impl Iterator<Item = &ServiceState> {
+        self.services.iter().filter(|s| !s.deleted)
+    }
+
+    /// The (live) service with this ClusterIP or external IP.
     pub fn service_by_ip(&self, ip: Ipv4Addr) -> Option<&ServiceState> {
-        self.services.iter().find(|s| s.cluster_ip == Some(ip) || s.service.external_ips.contains(&ip))
+        self.live_services().find(|s| s.cluster_ip == Some(ip) || s.service.external_ips.contains(&ip))
     }
 
     /// Every network policy, in creation order.
@@ -690,6 +718,31 @@ status: {podIP: 10.0.9.9}
                 "Pod default/squatter: spec.nodeName: `host-100` is not a host of this cluster (host-0 to host-99)",
             ]
         );
+    }
+
+    #[test]
+    fn a_deleted_service_keeps_its_slot_and_a_new_one_gets_a_new_address() {
+        let (objects, _) = manifest::parse("p.yaml", PETSTORE).expect("valid");
+        let mut cluster = Cluster::build(ClusterConfig::default(), objects).expect("builds");
+        let frontend = cluster.services().iter().position(|s| s.service.name == "frontend").unwrap();
+        let ip = cluster.services()[frontend].cluster_ip.unwrap();
+        assert!(!cluster.services()[frontend].backends[0].is_empty());
+        cluster.delete_service("default", "frontend").expect("exists");
+        let state = &cluster.services()[frontend];
+        assert!(state.deleted && state.backends.iter().all(Vec::is_empty));
+        assert!(cluster.service_by_ip(ip).is_none());
+        assert!(cluster.delete_service("default", "frontend").is_err(), "deleted twice");
+        // Pods coming and going leave a deleted service without endpoints.
+        cluster.scale("default", "frontend", 5).expect("scales");
+        assert!(cluster.services()[frontend].backends.iter().all(Vec::is_empty));
+        // Applying it again creates a new service with a new ClusterIP, selecting the pods.
+        let (again, _) = manifest::parse("p.yaml", PETSTORE).expect("valid");
+        let services = Objects { services: again.services, ..Objects::default() };
+        cluster.apply(services).expect("applies");
+        let new = cluster.live_services().find(|s| s.service.name == "frontend").expect("recreated");
+        assert_ne!(new.cluster_ip, Some(ip));
+        assert_eq!(new.backends[0].len(), 5);
+        assert_eq!(cluster.services()[frontend].cluster_ip, Some(ip), "the old slot stays");
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub enum LabelVerdict {
     ServiceNotUsed(String),
     /// Denied: the service does not listen on that port.
     PortNotInService(String),
+    /// Denied: the address was this service's, which has been deleted.
+    DeletedService(String),
     /// Denied: the address is neither a pod nor a service.
     Unknown,
 }
@@ -99,7 +101,8 @@ pub fn evaluate(
         };
     }
     let Some(service) = cluster.service_by_ip(destination) else {
-        return LabelVerdict::Unknown;
+        let deleted = cluster.services().iter().rev().find(|s| s.cluster_ip == Some(destination));
+        return deleted.map_or(LabelVerdict::Unknown, |s| LabelVerdict::DeletedService(s.key()));
     };
     let key = service.key();
     let uses = source.pod.template.labels.get(USES_LABEL);

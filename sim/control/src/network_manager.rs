@@ -289,7 +289,7 @@ impl NetworkManager {
             collections.entry(collection).or_default().push(PodId(index as u32));
         }
         let services: Vec<&ServiceState> =
-            cluster.services().iter().filter(|s| s.cluster_ip.is_some()).collect();
+            cluster.live_services().filter(|s| s.cluster_ip.is_some()).collect();
         let collection_names: BTreeMap<&Collection, String> =
             collections.keys().map(|c| (c, c.to_string())).collect();
         let service_names: Vec<String> = services.iter().map(|s| service_network_name(s)).collect();
