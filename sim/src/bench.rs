@@ -55,6 +55,10 @@ pub const SWEEP_SEEDS_DEFAULT: u32 = 8;
 pub const SWEEP_SEEDS_MAX: u32 = 1000;
 /// How long a scale run may take before it is stopped, by default (seconds).
 pub const SCALE_TIMEOUT_DEFAULT_S: u64 = 600;
+/// How much memory a scale run may hold before it is stopped, by default (GiB; at most half of
+/// this machine's memory): past the target, the figure misses anyway, and a shared machine
+/// without swap would start killing processes.
+pub const SCALE_MEMORY_MAX_DEFAULT_GIB: f64 = 10.0;
 /// Most repetitions of the in-process runs.
 pub const REPEAT_MAX: u32 = 100;
 
@@ -124,6 +128,9 @@ pub struct BenchOptions {
     pub repeat: u32,
     /// A scale run still going after this long is stopped (and misses its target).
     pub scale_timeout: Duration,
+    /// A scale run holding more resident memory than this is stopped (and misses its target);
+    /// `None` for the default ([`scale_memory_max_default`]).
+    pub scale_memory_max: Option<u64>,
     /// Where to write the generated files, the child runs' results and `bench.json`.
     pub out: PathBuf,
     /// Print JSON instead of the table.
@@ -462,6 +469,9 @@ fn validate(options: &BenchOptions) -> Result<(), String> {
         if options.scale_timeout.is_zero() {
             return Err("--scale-timeout must be at least 1 second".into());
         }
+        if options.scale_memory_max.is_some_and(|bytes| bytes < 64 << 20) {
+            return Err("--scale-memory-max must be at least 0.0625 GiB (64 MiB)".into());
+        }
     }
     if options.parts.contains(&Part::Sweep) && !(1..=SWEEP_SEEDS_MAX).contains(&options.sweep_seeds) {
         return Err(format!("--sweep-seeds must be between 1 and {SWEEP_SEEDS_MAX}"));
@@ -724,7 +734,11 @@ impl Bench<'_> {
         let stderr_file = self.options.out.join(format!("{}.stderr", spec.name(plane)));
         let args = ["run".to_string(), display(file), "--out".into(), display(&dir), "--quiet".into()];
         progress(&format!("{label}: netsim {} ...", args.join(" ")));
-        let child = match run_child(&args, &stderr_file, self.options.scale_timeout, &label) {
+        let limits = Limits {
+            time: self.options.scale_timeout,
+            memory_bytes: Some(self.options.scale_memory_max.unwrap_or_else(scale_memory_max_default)),
+        };
+        let child = match run_child(&args, &stderr_file, limits, &label) {
             Ok(child) => child,
             Err(message) => {
                 self.failed = true;
@@ -781,9 +795,13 @@ impl Bench<'_> {
                 "netsim run was killed by signal {signal} (out of memory?): {}",
                 tail(&stderr_file).unwrap_or_else(|| "no message".into())
             )),
-            ChildEnd::TimedOut => Ok(format!(
+            ChildEnd::Stopped(Limit::Time) => Ok(format!(
                 "{size}; stopped after {} s, unfinished (--scale-timeout)",
                 self.options.scale_timeout.as_secs()
+            )),
+            ChildEnd::Stopped(Limit::Memory(bytes)) => Ok(format!(
+                "{size}; stopped after {wall:.1} s holding {} resident, unfinished (--scale-memory-max)",
+                Unit::Bytes.show(bytes as f64)
             )),
         };
         let detail = match outcome {
@@ -809,13 +827,20 @@ impl Bench<'_> {
             child.peak_bytes.map_or("unknown".into(), |b| Unit::Bytes.show(b as f64))
         ));
         let mut wall_figure = Figure::new(part, wall_name, wall, Unit::Seconds, wall_target).detail(detail);
-        if matches!(child.end, ChildEnd::TimedOut) {
+        if matches!(child.end, ChildEnd::Stopped(_)) {
             wall_figure.verdict = Verdict::Miss;
         }
         self.figures.push(wall_figure);
         let peak = match child.peak_bytes {
-            Some(bytes) => Figure::new(part, peak_name, bytes as f64, Unit::Bytes, peak_target)
-                .detail("the child netsim run's peak resident set (wait4 ru_maxrss)"),
+            Some(bytes) => {
+                let mut figure = Figure::new(part, peak_name, bytes as f64, Unit::Bytes, peak_target)
+                    .detail("the child netsim run's peak resident set (wait4 ru_maxrss)");
+                if let ChildEnd::Stopped(Limit::Memory(_)) = child.end {
+                    figure.verdict = Verdict::Miss;
+                    figure.detail = "at least this: the run was stopped at --scale-memory-max".into();
+                }
+                figure
+            }
             None => Figure::error(
                 part,
                 peak_name,
@@ -855,22 +880,18 @@ impl Bench<'_> {
             let label = format!("sweep --jobs {jobs}");
             progress(&format!("{label}: netsim {} ...", args.join(" ")));
             let stderr_file = self.options.out.join(format!("sweep-jobs-{jobs}.stderr"));
-            let result =
-                run_child(&args, &stderr_file, Duration::from_secs(24 * 3600), &label).and_then(|child| {
-                    match child.end {
-                        ChildEnd::Exited(code) if code == EXIT_PASS || code == EXIT_CHECK_FAILED => {
-                            Ok((child.wall, child.cpu, read_sweep(&json)?))
-                        }
-                        ChildEnd::Exited(code) => Err(format!(
-                            "netsim sweep exited with {code}: {}",
-                            tail(&stderr_file).unwrap_or_else(|| "no message".into())
-                        )),
-                        ChildEnd::Signalled(signal) => {
-                            Err(format!("netsim sweep was killed by signal {signal}"))
-                        }
-                        ChildEnd::TimedOut => Err("netsim sweep did not finish".into()),
-                    }
-                });
+            let limits = Limits { time: Duration::from_secs(24 * 3600), memory_bytes: None };
+            let result = run_child(&args, &stderr_file, limits, &label).and_then(|child| match child.end {
+                ChildEnd::Exited(code) if code == EXIT_PASS || code == EXIT_CHECK_FAILED => {
+                    Ok((child.wall, child.cpu, read_sweep(&json)?))
+                }
+                ChildEnd::Exited(code) => Err(format!(
+                    "netsim sweep exited with {code}: {}",
+                    tail(&stderr_file).unwrap_or_else(|| "no message".into())
+                )),
+                ChildEnd::Signalled(signal) => Err(format!("netsim sweep was killed by signal {signal}")),
+                ChildEnd::Stopped(_) => Err("netsim sweep did not finish".into()),
+            });
             match result {
                 Ok((wall, cpu, seed_hashes)) => {
                     let cpu = cpu.map_or(String::new(), |cpu| format!(", {:.3} s CPU", cpu.as_secs_f64()));
@@ -1001,8 +1022,26 @@ enum ChildEnd {
     Exited(u8),
     /// Killed by this signal.
     Signalled(i32),
-    /// Still running at the time limit: stopped.
-    TimedOut,
+    /// Stopped at a limit.
+    Stopped(Limit),
+}
+
+/// A limit a child process reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Limit {
+    /// Its time.
+    Time,
+    /// Its memory: it held this many bytes resident.
+    Memory(u64),
+}
+
+/// When a child is stopped.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// Wall time.
+    time: Duration,
+    /// Resident memory, where it can be read (Linux).
+    memory_bytes: Option<u64>,
 }
 
 /// A finished child: how it ended, its wall time and its peak memory.
@@ -1018,13 +1057,8 @@ struct ChildRun {
 type Reaped = (ChildEnd, Option<Duration>, Option<u64>);
 
 /// Runs this executable with `args` (stdout discarded, stderr to `stderr_file`), stopping it
-/// after `timeout`; prints a line every [`HEARTBEAT`] while it runs.
-fn run_child(
-    args: &[String],
-    stderr_file: &Path,
-    timeout: Duration,
-    label: &str,
-) -> Result<ChildRun, String> {
+/// at `limits`; prints a line after [`HEARTBEAT`], then at every doubling of the time.
+fn run_child(args: &[String], stderr_file: &Path, limits: Limits, label: &str) -> Result<ChildRun, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the netsim executable: {e}"))?;
     if let Some(dir) = stderr_file.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -1047,22 +1081,57 @@ fn run_child(
             return Ok(ChildRun { end, wall: started.elapsed(), cpu, peak_bytes });
         }
         let elapsed = started.elapsed();
-        if elapsed >= timeout {
+        let resident = resident_bytes(child.id());
+        let limit = if elapsed >= limits.time {
+            Some(Limit::Time)
+        } else {
+            resident.filter(|&bytes| limits.memory_bytes.is_some_and(|max| bytes > max)).map(Limit::Memory)
+        };
+        if let Some(limit) = limit {
             // The child is not reaped yet, so its process id is still its own.
             let _ = child.kill();
             let (_, cpu, peak_bytes) = reap(&mut child, true)?.expect("a blocking wait returns");
-            return Ok(ChildRun { end: ChildEnd::TimedOut, wall: elapsed, cpu, peak_bytes });
+            return Ok(ChildRun { end: ChildEnd::Stopped(limit), wall: elapsed, cpu, peak_bytes });
         }
         if elapsed >= heartbeat {
-            progress(&format!("{label}: {} s ...", heartbeat.as_secs()));
-            heartbeat += HEARTBEAT;
+            let memory = resident
+                .map_or(String::new(), |bytes| format!(", {} resident", Unit::Bytes.show(bytes as f64)));
+            progress(&format!("{label}: {} s{memory} ...", heartbeat.as_secs()));
+            heartbeat *= 2;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Interval of the progress lines while a child runs.
+/// The first progress line while a child runs comes after this long.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// The default of `--scale-memory-max`: [`SCALE_MEMORY_MAX_DEFAULT_GIB`], or half of this
+/// machine's memory if that is less.
+pub fn scale_memory_max_default() -> u64 {
+    let default = (SCALE_MEMORY_MAX_DEFAULT_GIB * GIB) as u64;
+    memory_total_bytes().map_or(default, |total| default.min(total / 2))
+}
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// A `kB` field of a /proc status-like file, in bytes.
+fn proc_kb_field(file: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|line| line.starts_with(field))?;
+    let kb: u64 = line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// This machine's memory (Linux's /proc/meminfo), if known.
+fn memory_total_bytes() -> Option<u64> {
+    proc_kb_field("/proc/meminfo", "MemTotal:")
+}
+
+/// A running process's resident memory (Linux's /proc/PID/status), if known.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    proc_kb_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
 
 /// Waits for `child` (`block`ing or not): how it ended and its peak resident memory in bytes,
 /// or `None` if it is still running.

@@ -200,6 +200,10 @@ struct BenchArgs {
     /// Stop a scale run still going after this many seconds (it then misses its target).
     #[arg(long, value_name = "SECONDS", default_value_t = crate::bench::SCALE_TIMEOUT_DEFAULT_S)]
     scale_timeout: u64,
+    /// Stop a scale run holding more than this much memory (it then misses its target)
+    /// [default: 10 GiB, or half this machine's memory if less].
+    #[arg(long, value_name = "GIB")]
+    scale_memory_max: Option<f64>,
     /// The petstore scenario, run under both data planes.
     #[arg(long, value_name = "FILE", default_value = "scenarios/petstore.toml")]
     petstore: PathBuf,
@@ -262,6 +266,8 @@ impl BenchArgs {
             sweep_seeds: self.sweep_seeds,
             repeat: self.repeat,
             scale_timeout: std::time::Duration::from_secs(self.scale_timeout),
+            // Checked by bench: at least 64 MiB (a negative or NaN size becomes 0 here).
+            scale_memory_max: self.scale_memory_max.map(|gib| (gib * 1024.0 * 1024.0 * 1024.0) as u64),
             out: self.out,
             json: self.json,
             strict: self.strict,

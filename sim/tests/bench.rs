@@ -105,6 +105,29 @@ fn a_scale_run_past_its_time_limit_is_stopped_and_misses_and_strict_exits_one() 
     assert_eq!(figure(&json, "scale overlay: wall (load, converge, 1 s of churn)")["verdict"], "MISS");
 }
 
+#[test]
+fn a_scale_run_past_its_memory_limit_is_stopped_and_misses() {
+    let dir = scratch("memory");
+    // The default cluster holds far more than 64 MiB long before it finishes.
+    let (code, json, stderr) = bench_json(&[
+        "--only",
+        "scale",
+        "--dataplane",
+        "calico",
+        "--scale-memory-max",
+        "0.0625",
+        "--out",
+        s(&dir.join("b")),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let wall = figure(&json, "scale calico: wall (load, converge, 1 s of churn)");
+    assert_eq!(wall["verdict"], "MISS", "{wall}");
+    assert!(wall["detail"].as_str().expect("detail").contains("--scale-memory-max"), "{wall}");
+    let peak = figure(&json, "scale calico: peak memory");
+    assert_eq!(peak["verdict"], "MISS", "{peak}");
+    assert!(number(&peak["measured"]) > 64.0 * 1024.0 * 1024.0, "{peak}");
+}
+
 /// A petstore of 20 ms, its requests answered.
 fn small_petstore(dir: &Path) -> std::path::PathBuf {
     let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/k8s/petstore.yaml");
@@ -234,12 +257,13 @@ fn the_table_names_every_figure_with_its_target_and_verdict() {
 fn bad_options_are_clear_errors_before_anything_runs() {
     let dir = scratch("errors");
     let out = dir.join("b");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--only", "scale", "--hosts", "2"], "--hosts must be between 4 and"),
         (&["--only", "scale", "--pods-per-host", "0"], "--pods-per-host must be between 1 and"),
         (&["--only", "petstore", "--petstore", "no/such.toml"], "--petstore: no/such.toml is not a file"),
         (&["--only", "sweep", "--sweep-seeds", "0"], "--sweep-seeds must be between 1 and"),
         (&["--only", "scale", "--skip-scale"], "nothing to do"),
+        (&["--only", "scale", "--scale-memory-max", "0.01"], "--scale-memory-max must be at least"),
     ];
     for (args, message) in cases {
         let mut all = vec!["bench", "--out", s(&out)];
