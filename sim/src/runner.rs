@@ -37,7 +37,7 @@ use netsim_control::cluster::{Cluster, PodId};
 use netsim_control::network_manager::{AgentMessage, NetworkManager, OverlayPlan};
 
 pub use calico::BgpCounts;
-pub use judge::{Disturbance, Gap, Judgements, Spread, Violation};
+pub use judge::{Disruption, Disturbance, Finding, Gap, Judgements, Polarization, Spread, Violation};
 
 /// How many examples of unexplained drops a report keeps.
 const DROP_EXAMPLES_MAX: usize = 10;
@@ -499,6 +499,8 @@ pub fn run(scenario: &Scenario, options: RunOptions, progress: &mut dyn FnMut(Si
         }
         Dataplane::Underlay => {}
     }
+    let members = simulation.service_members();
+    simulation.judge.start(&simulation.fabric, members);
     simulation.tracer = simulation.options.trace.take().map(tracer::Tracer::new);
     simulation.schedule_trace();
     simulation.schedule_traffic(&streams);
@@ -860,6 +862,19 @@ impl Simulation<'_> {
                 replies.delivered += 1;
                 replies.misaddressed += u64::from(!from_target);
             }
+            if !from_target && self.judge.tracks_nat() {
+                // The reply as its server sent it: from the backend its request reached (else
+                // the pod it targeted) back to the client.
+                let cluster = &self.overlay.as_ref().expect("pods exist only with an overlay").cluster;
+                let server = match self.judge.backend_port_of(flow_id) {
+                    Some((pod, port)) => (cluster.pod(pod).ip, port),
+                    None => target,
+                };
+                let a = &self.flows[flow_id as usize].addresses;
+                let protocol = if a.protocol == 17 { "udp" } else { "tcp" };
+                let reply = format!("{}:{}->{}:{}/{protocol}", server.0, server.1, a.src_ip, a.src_port);
+                self.judge.misaddressed_reply(probe.sent_at, flow_id, reply);
+            }
             self.recycle(frame);
             return;
         }
@@ -931,6 +946,29 @@ impl Simulation<'_> {
             .any(|(pod, port)| self.judge.permits(cluster, spec.isolation, from, pod, target, port, protocol))
     }
 
+    /// Each traffic entry that calls a service, with the service's backends for its port now
+    /// (sorted): the groups whose member changes the `ecmp` check measures.
+    fn service_members(&self) -> Vec<(u32, Vec<PodId>)> {
+        let Some(overlay) = &self.overlay else { return Vec::new() };
+        let services = overlay.cluster.services();
+        self.scenario
+            .traffic
+            .iter()
+            .enumerate()
+            .filter_map(|(index, spec)| {
+                let Endpoints::Pods { to: PodTarget::Service { service }, .. } = &spec.endpoints else {
+                    return None;
+                };
+                let state = services.get(*service)?;
+                let port = state.service.ports.iter().position(|p| p.port == spec.port)?;
+                let mut pods: Vec<PodId> = state.backends.get(port)?.iter().map(|b| b.pod).collect();
+                pods.sort();
+                pods.dedup();
+                Some((index as u32, pods))
+            })
+            .collect()
+    }
+
     fn pod_deleted(&self, interface: InterfaceId) -> bool {
         self.overlay.as_ref().is_some_and(|o| o.cluster.pod(PodId(interface.0)).deleted)
     }
@@ -998,13 +1036,16 @@ impl Simulation<'_> {
             // A change that no longer applies (the pod went earlier) changes nothing.
             return;
         }
-        self.judge.cluster_changed();
         overlay.pods = overlay
             .cluster
             .pods()
             .iter()
             .map(|p| (NodeId(p.host), p.ip, netsim_control::network_manager::pod_mac(p.ip)))
             .collect();
+        let members = self.service_members();
+        let settle = spec.propagation_delay + spec.propagation_jitter + SimDuration::from_millis(1);
+        self.judge.cluster_changed(self.now, self.now + settle, &change.to_string(), members);
+        let overlay = self.overlay.as_mut().expect("checked above");
         if overlay.calico.is_some() {
             self.calico_plan_change(spec);
             return;
@@ -1230,7 +1271,7 @@ impl Simulation<'_> {
                 if self.judge.records_hops()
                     && let Some(probe) = Probe::find(&transmit.frame)
                 {
-                    self.judge.hop(transmit.from.0, probe.flow, transmit.ecmp.members, transmit.ecmp.chosen);
+                    self.judge.hop(&self.fabric, &transmit, probe.flow);
                 }
                 for (tap, capture) in &mut self.captures {
                     if *tap == Tap::Link(transmit.from, transmit.link) {
@@ -1366,6 +1407,8 @@ impl Simulation<'_> {
                     topology.port_name(node, port)
                 }
             };
+            let what = format!("{element} {}", if up { "up" } else { "down" });
+            self.judge.routing_changed(self.now, &what, &self.fabric);
             self.routing_changes.push(RoutingChange { at_ns: self.now.as_nanos(), element, up });
         }
     }

@@ -30,6 +30,11 @@ use crate::units::{Bandwidth, ByteSize, Duration, PacketRate};
 pub const PACKET_BYTES_MIN: u64 = 52;
 /// Default bound on the events one run may execute.
 pub const EVENTS_MAX_DEFAULT: u64 = 1_000_000_000;
+/// Default bound of the `ecmp` check on flows moved by a change of a service's backends, over
+/// the fewest that had to move. Connection-pinning data planes move exactly the flows of removed
+/// backends (ratio 1); hashing modulo the member count without pinning moves about n - 1 times
+/// that when one of n members goes, so 1.5 separates the two for every group of three or more.
+pub const DISRUPTION_RATIO_MAX_DEFAULT: f64 = 1.5;
 
 /// One problem found in a scenario file, with its location.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -363,6 +368,8 @@ struct CheckSection {
     max_gap: Option<Duration>,
     min_p_value: Option<Spanned<f64>>,
     max_ratio: Option<Spanned<f64>>,
+    max_disruption_ratio: Option<Spanned<f64>>,
+    max_underlay_disruption_ratio: Option<Spanned<f64>>,
     within: Option<Duration>,
     max_lost: Option<u64>,
 }
@@ -648,6 +655,23 @@ pub enum Change {
     },
 }
 
+impl std::fmt::Display for Change {
+    /// What the change does, as failure windows and findings name it (`scale default/frontend
+    /// to 3`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Scale { namespace, name, replicas } => {
+                write!(f, "scale {namespace}/{name} to {replicas}")
+            }
+            Change::DeletePod { namespace, name } => write!(f, "delete {namespace}/{name}"),
+            Change::DeletePolicy { namespace, name } => write!(f, "delete policy {namespace}/{name}"),
+            Change::RestartPod { namespace, name } => write!(f, "restart {namespace}/{name}"),
+            Change::Drain { name, .. } => write!(f, "drain {name}"),
+            Change::Apply { file, .. } => write!(f, "apply {file}"),
+        }
+    }
+}
+
 /// A check to judge after the run.
 #[derive(Clone, Debug)]
 pub struct CheckSpec {
@@ -688,12 +712,21 @@ pub enum CheckKind {
     },
     /// Flows spread evenly over each service's backends and over each underlay ECMP group
     /// (chi-square p-value at least `min_p_value`, busiest over idlest member at most
-    /// `max_ratio`), and no flow changes backend while the backends are stable.
+    /// `max_ratio`), no flow changes member while its group is stable, a change of members
+    /// moves at most `max_disruption_ratio` times the fewest flows it could have moved, and the
+    /// underlay's choices at consecutive tiers are independent (no hash polarization).
     Ecmp {
-        /// Smallest acceptable p-value of the chi-square test of uniformity.
+        /// Smallest acceptable p-value of the chi-square tests of uniformity and of independence
+        /// between tiers.
         min_p_value: f64,
         /// Largest acceptable ratio of the busiest member's flows to the idlest's.
         max_ratio: Option<f64>,
+        /// Largest acceptable ratio of flows moved to the minimum possible, on a change of a
+        /// service's backends (default [`DISRUPTION_RATIO_MAX_DEFAULT`]).
+        max_disruption_ratio: f64,
+        /// The same for underlay ECMP groups on a routing change; unbounded (reported only)
+        /// unless set: the fabric hashes modulo the group size, as commodity switches do.
+        max_underlay_disruption_ratio: Option<f64>,
     },
     /// Service NAT is correct: replies come from the VIP and port targeted, no two connections
     /// share a translated tuple, no request reaches a removed backend after the change that
@@ -776,18 +809,8 @@ impl Scenario {
             let settle =
                 overlay.propagation_delay.as_nanos() + overlay.propagation_jitter.as_nanos() + 1_000_000;
             for churn in &self.churn {
-                let target = match &churn.change {
-                    Change::Scale { namespace, name, replicas } => {
-                        format!("scale {namespace}/{name} to {replicas}")
-                    }
-                    Change::DeletePod { namespace, name } => format!("delete {namespace}/{name}"),
-                    Change::DeletePolicy { namespace, name } => format!("delete policy {namespace}/{name}"),
-                    Change::RestartPod { namespace, name } => format!("restart {namespace}/{name}"),
-                    Change::Drain { name, .. } => format!("drain {name}"),
-                    Change::Apply { file, .. } => format!("apply {file}"),
-                };
                 windows.push(FailureWindow {
-                    target,
+                    target: churn.change.to_string(),
                     from_ns: churn.at.as_nanos(),
                     until_ns: Some(churn.at.as_nanos() + settle),
                 });
@@ -1803,8 +1826,31 @@ fn check_spec(
                 report.spanned(ratio, "`max_ratio` is at least 1 (busiest over idlest)".into());
                 return None;
             }
+            for bound in
+                [&check.max_disruption_ratio, &check.max_underlay_disruption_ratio].into_iter().flatten()
+            {
+                if bound.get_ref().is_nan() || *bound.get_ref() < 1.0 {
+                    report.spanned(
+                        bound,
+                        "a disruption ratio bound is at least 1 (flows moved over the fewest that had to move)"
+                            .into(),
+                    );
+                    return None;
+                }
+            }
             (
-                CheckKind::Ecmp { min_p_value, max_ratio: check.max_ratio.as_ref().map(|r| *r.get_ref()) },
+                CheckKind::Ecmp {
+                    min_p_value,
+                    max_ratio: check.max_ratio.as_ref().map(|r| *r.get_ref()),
+                    max_disruption_ratio: check
+                        .max_disruption_ratio
+                        .as_ref()
+                        .map_or(DISRUPTION_RATIO_MAX_DEFAULT, |r| *r.get_ref()),
+                    max_underlay_disruption_ratio: check
+                        .max_underlay_disruption_ratio
+                        .as_ref()
+                        .map(|r| *r.get_ref()),
+                },
                 "ecmp".to_string(),
             )
         }
