@@ -19,4 +19,13 @@ pub struct PlantedBugs {
     /// Calico tracks a connection before judging it, so a denied connection's later packets
     /// pass as established (the `isolation` check must fail).
     pub conntrack_before_policy: bool,
+    /// The overlay vrouter skips policy on what it takes for a reverse flow: a new flow whose
+    /// addresses and protocol are those of an existing flow the other way round (ports not
+    /// compared) is installed as that flow's reverse, unjudged — so a server may open
+    /// connections to a client that may only call it (the `isolation` check must fail).
+    pub reverse_flow_skips_policy: bool,
+    /// The overlay's ECMP over a service's backends hashes modulo the member count, and a changed
+    /// route flushes all its flows: on a change of backends every flow is hashed again and most
+    /// move, not only those of removed backends (the `ecmp` check's disruption must fail).
+    pub ecmp_rehashes_on_change: bool,
 }

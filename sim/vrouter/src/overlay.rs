@@ -368,9 +368,10 @@ impl Vrouter {
                 // are judged again on their next packet.
                 let members: Vec<Egress> = self.egresses(&route.next_hop);
                 self.vrfs.get_mut(&vrf).ok_or(CommandError::UnknownVrf(vrf))?.routes.insert(prefix, route);
+                let rehash = self.config.planted.ecmp_rehashes_on_change;
                 self.flush(|key, action| {
                     let kept = matches!(action, FlowAction::Forward { egress, routed: true, .. } if members.contains(egress));
-                    key.vrf == vrf && prefix.contains(&key.tuple.dst) && !kept
+                    key.vrf == vrf && prefix.contains(&key.tuple.dst) && (!kept || rehash)
                 });
             }
             Command::RemoveRoute { vrf, prefix } => {
@@ -639,16 +640,19 @@ impl Vrouter {
             protocol: tuple.protocol,
             dst_port: tuple.dst_port,
         };
-        let verdict = vrf.acl.evaluate(&view);
-        note(notes, || format!("VN ACL of VRF {}: {}", key.vrf.0, describe_verdict(verdict)));
-        if verdict.0 == Verdict::Deny {
-            return Err(DropReason::Policy);
-        }
-        if let Some(acl) = &interface.egress_acl {
-            let verdict = acl.evaluate(&view);
-            note(notes, || format!("egress ACL of {}: {}", interface.name, describe_verdict(verdict)));
+        let reverse_of = self.taken_for_reverse(key.vrf, &tuple, notes);
+        if reverse_of.is_none() {
+            let verdict = vrf.acl.evaluate(&view);
+            note(notes, || format!("VN ACL of VRF {}: {}", key.vrf.0, describe_verdict(verdict)));
             if verdict.0 == Verdict::Deny {
                 return Err(DropReason::Policy);
+            }
+            if let Some(acl) = &interface.egress_acl {
+                let verdict = acl.evaluate(&view);
+                note(notes, || format!("egress ACL of {}: {}", interface.name, describe_verdict(verdict)));
+                if verdict.0 == Verdict::Deny {
+                    return Err(DropReason::Policy);
+                }
             }
         }
         let (member, ecmp) = match &route.next_hop {
@@ -658,7 +662,12 @@ impl Vrouter {
                 } else {
                     tuple
                 };
-                let chosen = select(members, &hashed).ok_or(DropReason::NoRoute)?;
+                let chosen = if self.config.planted.ecmp_rehashes_on_change {
+                    members.get((hashed.hash(0) % members.len().max(1) as u64) as usize)
+                } else {
+                    select(members, &hashed)
+                }
+                .ok_or(DropReason::NoRoute)?;
                 let index = members.iter().position(|m| m == chosen).unwrap_or(0);
                 note(notes, || {
                     format!(
@@ -678,7 +687,7 @@ impl Vrouter {
             NextHop::Interface(target) => {
                 // Same host, no floating IP: deliver, with the target's ingress policy.
                 let target_interface = self.interfaces.get(target).ok_or(DropReason::NoRoute)?;
-                if let Some(acl) = &target_interface.ingress_acl {
+                if let Some(acl) = target_interface.ingress_acl.as_ref().filter(|_| reverse_of.is_none()) {
                     let verdict = acl.evaluate(&view);
                     note(notes, || {
                         format!("ingress ACL of {}: {}", target_interface.name, describe_verdict(verdict))
@@ -796,6 +805,9 @@ impl Vrouter {
             protocol: tuple.protocol,
             dst_port: tuple.dst_port,
         };
+        if self.taken_for_reverse(vrf_id, tuple, notes).is_some() {
+            return Ok(Arrival { target, target_vrf: interface.vrf, arrival_vrf: vrf_id, dnat, translated });
+        }
         let verdict = vrf.acl.evaluate(&network_view);
         note(notes, || format!("VN ACL of VRF {}: {}", vrf_id.0, describe_verdict(verdict)));
         if verdict.0 == Verdict::Deny {
@@ -816,6 +828,25 @@ impl Vrouter {
             }
         }
         Ok(Arrival { target, target_vrf: interface.vrf, arrival_vrf: vrf_id, dnat, translated })
+    }
+
+    /// With the planted `reverse_flow_skips_policy` bug, the entry a new flow in `vrf` is taken
+    /// to be the reverse of: a forwarded flow from its destination to its source, compared on
+    /// addresses and protocol only — the ports, which tell a reply from a new connection, are
+    /// not. Its policy is then skipped, as a reply's is. The clean vrouter never asks: replies
+    /// meet their pair's reverse entry, keyed by the whole 5-tuple.
+    fn taken_for_reverse(&self, vrf: VrfId, tuple: &FiveTuple, notes: &mut Notes<'_>) -> Option<FiveTuple> {
+        if !self.config.planted.reverse_flow_skips_policy {
+            return None;
+        }
+        let entry = self.flows.iter().find(|e| {
+            e.key.vrf == vrf
+                && (e.key.tuple.src, e.key.tuple.dst, e.key.tuple.protocol)
+                    == (tuple.dst, tuple.src, tuple.protocol)
+                && matches!(e.action, FlowAction::Forward { .. })
+        })?;
+        note(notes, || format!("taken for the reverse flow of {}: policy skipped", entry.key.tuple));
+        Some(entry.key.tuple)
     }
 
     /// On arrival, a composite next hop resolves to one of its local interface members.

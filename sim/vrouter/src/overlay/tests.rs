@@ -562,3 +562,84 @@ fn explanations_name_the_ecmp_member_the_nat_target_and_the_deciding_rule() {
         Forward::Drop { reason: DropReason::Policy, .. }
     ));
 }
+
+/// One host, one network, a client pod whose ingress ACL admits nothing and a server it calls:
+/// replies come back through the flow pair, a connection the server opens is refused. With the
+/// planted `reverse_flow_skips_policy`, the server's connection is taken for the reverse flow
+/// of the client's (same addresses, other ports) and delivered unjudged.
+#[test]
+fn only_the_reply_of_a_connection_skips_policy_unless_the_reverse_flow_bug_is_planted() {
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 30);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 31);
+    const MAC_CLIENT: [u8; 6] = [2, 0, 0, 0, 0, 30];
+    const MAC_SERVER: [u8; 6] = [2, 0, 0, 0, 0, 31];
+    let (client, server) = (InterfaceId(30), InterfaceId(31));
+    let host = |planted: PlantedBugs| {
+        let mut vrouter = Vrouter::new(VrouterConfig { planted, ..VrouterConfig::new(HOST_A) });
+        let commands = [
+            Command::AddVrf { vrf: VRF_FE, vn: VN_FE, vni: 2, acl: Acl::allow_all() },
+            Command::AddInterface {
+                id: client,
+                name: "client".into(),
+                ip: CLIENT,
+                mac: MAC_CLIENT,
+                vrf: VRF_FE,
+                label: 30,
+            },
+            Command::AddInterface {
+                id: server,
+                name: "server".into(),
+                ip: SERVER,
+                mac: MAC_SERVER,
+                vrf: VRF_FE,
+                label: 31,
+            },
+            Command::SetRoute {
+                vrf: VRF_FE,
+                prefix: "10.0.0.30/32".parse().unwrap(),
+                route: route(NextHop::Interface(client), VN_FE),
+            },
+            Command::SetRoute {
+                vrf: VRF_FE,
+                prefix: "10.0.0.31/32".parse().unwrap(),
+                route: route(NextHop::Interface(server), VN_FE),
+            },
+            Command::SetInterfaceAcls {
+                id: client,
+                ingress: Some(Acl { rules: vec![], default: Verdict::Deny }),
+                egress: None,
+            },
+        ];
+        for command in commands {
+            vrouter.handle_command(SimTime::ZERO, command).expect("valid programming");
+        }
+        vrouter
+    };
+    let fate = |vrouter: &mut Vrouter, from: InterfaceId, frame: Vec<u8>| match vrouter.handle_packet(
+        SimTime(1),
+        Port::Interface(from),
+        frame,
+    ) {
+        Forward::Interface(to, _) => Ok(to),
+        Forward::Drop { reason, .. } => Err(reason),
+        other => panic!("unexpected {other:?}"),
+    };
+    let call = || pod_frame(MAC_CLIENT, CLIENT, SERVER, 40000, 8080, true, 10);
+    let reply = || pod_frame(MAC_SERVER, SERVER, CLIENT, 8080, 40000, true, 10);
+    let callback = || pod_frame(MAC_SERVER, SERVER, CLIENT, 50000, 9000, true, 10);
+    for (planted, callback_fate) in [(false, Err(DropReason::Policy)), (true, Ok(client))] {
+        let mut vrouter = host(PlantedBugs { reverse_flow_skips_policy: planted, ..PlantedBugs::default() });
+        assert_eq!(fate(&mut vrouter, client, call()), Ok(server));
+        assert_eq!(fate(&mut vrouter, server, reply()), Ok(client), "replies ride the flow pair");
+        let explained = vrouter.explain(SimTime(1), Port::Interface(server), &callback()).join("\n");
+        assert_eq!(
+            explained.contains(
+                "taken for the reverse flow of 10.0.0.30:40000 > 10.0.0.31:8080 tcp: policy skipped"
+            ),
+            planted,
+            "{explained}"
+        );
+        assert_eq!(explained.contains("ingress ACL of client: Deny by default"), !planted, "{explained}");
+        assert_eq!(fate(&mut vrouter, server, callback()), callback_fate, "planted: {planted}");
+    }
+}
