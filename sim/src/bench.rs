@@ -243,6 +243,9 @@ pub struct Figure {
     pub target: Option<Target>,
     /// The verdict.
     pub verdict: Verdict,
+    /// Whether `measured` is only a lower bound: the run was stopped at a limit before it ended.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unfinished: bool,
     /// How it was measured, in a few words.
     pub detail: String,
 }
@@ -254,7 +257,16 @@ impl Figure {
             Some(target) if target.holds(measured) => Verdict::Pass,
             Some(_) => Verdict::Miss,
         };
-        Figure { part, name: name.into(), measured, unit, target, verdict, detail: String::new() }
+        Figure {
+            part,
+            name: name.into(),
+            measured,
+            unit,
+            target,
+            verdict,
+            unfinished: false,
+            detail: String::new(),
+        }
     }
 
     fn detail(mut self, detail: impl Into<String>) -> Figure {
@@ -269,7 +281,16 @@ impl Figure {
         target: Option<Target>,
         detail: String,
     ) -> Figure {
-        Figure { part, name: name.into(), measured: 0.0, unit, target, verdict: Verdict::Error, detail }
+        Figure {
+            part,
+            name: name.into(),
+            measured: 0.0,
+            unit,
+            target,
+            verdict: Verdict::Error,
+            unfinished: false,
+            detail,
+        }
     }
 }
 
@@ -829,6 +850,7 @@ impl Bench<'_> {
         let mut wall_figure = Figure::new(part, wall_name, wall, Unit::Seconds, wall_target).detail(detail);
         if matches!(child.end, ChildEnd::Stopped(_)) {
             wall_figure.verdict = Verdict::Miss;
+            wall_figure.unfinished = true;
         }
         self.figures.push(wall_figure);
         let peak = match child.peak_bytes {
@@ -837,6 +859,7 @@ impl Bench<'_> {
                     .detail("the child netsim run's peak resident set (wait4 ru_maxrss)");
                 if let ChildEnd::Stopped(Limit::Memory(_)) = child.end {
                     figure.verdict = Verdict::Miss;
+                    figure.unfinished = true;
                     figure.detail = "at least this: the run was stopped at --scale-memory-max".into();
                 }
                 figure
@@ -1483,10 +1506,11 @@ pub fn render(report: &BenchReport) -> String {
     out.push('\n');
     let mut rows: Vec<[String; 4]> = vec![["figure", "measured", "target", "verdict"].map(String::from)];
     for figure in &report.figures {
-        let measured = if figure.verdict == Verdict::Error {
-            "-".to_string()
-        } else {
-            figure.unit.show(figure.measured)
+        let measured = match (figure.verdict, figure.unfinished) {
+            (Verdict::Error, _) => "-".to_string(),
+            // Stopped at a limit: the run would have taken more.
+            (_, true) => format!("> {}", figure.unit.show(figure.measured)),
+            (_, false) => figure.unit.show(figure.measured),
         };
         let target = match (figure.target, figure.unit) {
             (None, _) => String::new(),

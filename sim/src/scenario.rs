@@ -333,6 +333,7 @@ struct EventSection {
     replicas: Option<u32>,
     manifest: Option<Spanned<String>>,
     policy: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
 }
 
 /// What a scheduled event does to its element.
@@ -645,6 +646,14 @@ pub enum Change {
         /// Its name.
         name: String,
     },
+    /// Delete a Service. Traffic addressed to its ClusterIP keeps being sent (clients hold the
+    /// address) and is dropped once the hosts learn of the deletion.
+    DeleteService {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
     /// Apply the objects of a manifest file (as `kubectl apply`: new objects are created,
     /// existing policies and services of the same name edited).
     Apply {
@@ -665,6 +674,7 @@ impl std::fmt::Display for Change {
             }
             Change::DeletePod { namespace, name } => write!(f, "delete {namespace}/{name}"),
             Change::DeletePolicy { namespace, name } => write!(f, "delete policy {namespace}/{name}"),
+            Change::DeleteService { namespace, name } => write!(f, "delete service {namespace}/{name}"),
             Change::RestartPod { namespace, name } => write!(f, "restart {namespace}/{name}"),
             Change::Drain { name, .. } => write!(f, "drain {name}"),
             Change::Apply { file, .. } => write!(f, "apply {file}"),
@@ -1622,6 +1632,23 @@ fn churn_spec(
             return None;
         }
         return Some(ChurnSpec { at, change: Change::DeletePolicy { namespace, name } });
+    }
+    if let Some(service) = &event.service {
+        let (Action::Delete, None, None, None, None, false) =
+            (event.action, &event.workload, &event.pod, event.replicas, &event.host, fabric_target)
+        else {
+            report.spanned(
+                section,
+                "a `service` event deletes it: `action = \"delete\"` and nothing else".into(),
+            );
+            return None;
+        };
+        let (namespace, name) = split(service.get_ref());
+        if !cluster.live_services().any(|s| s.service.namespace == namespace && s.service.name == name) {
+            report.spanned(service, format!("no Service `{namespace}/{name}` in the manifests"));
+            return None;
+        }
+        return Some(ChurnSpec { at, change: Change::DeleteService { namespace, name } });
     }
     let change = match (event.action, &event.workload, &event.pod, event.replicas, &event.host) {
         (Action::Scale, Some(workload), None, Some(replicas), None) if !fabric_target => {

@@ -44,6 +44,7 @@ fn scale_writes_a_cluster_that_netsim_run_runs_again_to_the_same_trace() {
     for plane in ["overlay", "calico"] {
         let wall = figure(&json, &format!("scale {plane}: wall (load, converge, 1 s of churn)"));
         assert_eq!(wall["target"], serde_json::json!({"op": "<=", "value": 60.0}));
+        assert!(wall.get("unfinished").is_none(), "a finished run: {wall}");
         assert!(matches!(wall["verdict"].as_str(), Some("PASS" | "MISS")), "{wall}");
         assert!(number(&wall["measured"]) > 0.0, "{wall}");
         let peak = figure(&json, &format!("scale {plane}: peak memory"));
@@ -92,6 +93,7 @@ fn a_scale_run_past_its_time_limit_is_stopped_and_misses_and_strict_exits_one() 
     assert_eq!(wall["verdict"], "MISS", "{wall}");
     assert!(wall["detail"].as_str().expect("detail").contains("stopped after 1 s"), "{wall}");
     assert!(number(&wall["measured"]) >= 1.0, "{wall}");
+    assert_eq!(wall["unfinished"], true, "{wall}");
     assert_eq!(json["all_targets_met"], false);
     assert!(
         json["figures"].as_array().expect("figures").iter().all(|f| f["name"] != "scale calico: peak memory")
@@ -126,6 +128,7 @@ fn a_scale_run_past_its_memory_limit_is_stopped_and_misses() {
     let peak = figure(&json, "scale calico: peak memory");
     assert_eq!(peak["verdict"], "MISS", "{peak}");
     assert!(number(&peak["measured"]) > 64.0 * 1024.0 * 1024.0, "{peak}");
+    assert_eq!(peak["unfinished"], true, "{peak}");
 }
 
 /// A petstore of 20 ms, its requests answered.

@@ -361,14 +361,7 @@ pub fn fault_kinds(pair: &Pair) -> Vec<FaultKind> {
 }
 
 fn describe(change: &Change) -> String {
-    match change {
-        Change::Scale { namespace, name, replicas } => format!("scale {namespace}/{name} to {replicas}"),
-        Change::DeletePod { namespace, name } => format!("delete {namespace}/{name}"),
-        Change::DeletePolicy { namespace, name } => format!("delete policy {namespace}/{name}"),
-        Change::RestartPod { namespace, name } => format!("restart {namespace}/{name}"),
-        Change::Drain { name, .. } => format!("drain {name}"),
-        Change::Apply { file, .. } => format!("apply {file}"),
-    }
+    change.to_string()
 }
 
 /// The host and pod of the first backend of the service the most traffic goes to.
