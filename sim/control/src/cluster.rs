@@ -442,11 +442,9 @@ impl Cluster {
     }
 
     fn add_service(&mut self, service: Service) -> Result<(), String> {
-        if let Some(existing) = self
-            .services
-            .iter_mut()
-            .find(|s| !s.deleted && s.service.namespace == service.namespace && s.service.name == service.name)
-        {
+        if let Some(existing) = self.services.iter_mut().find(|s| {
+            !s.deleted && s.service.namespace == service.namespace && s.service.name == service.name
+        }) {
             // As `kubectl apply`: the service is edited in place; its ClusterIP is immutable.
             if let ClusterIpRequest::Fixed(ip) = service.cluster_ip
                 && existing.cluster_ip != Some(ip)

@@ -328,15 +328,19 @@ fn churn_events_name_existing_pods_and_workloads() {
     let service = format!("{base}[[event]]\nat = \"1ms\"\naction = \"delete\"\nservice = \"web\"\n");
     let loaded = load_with_files("churn-service", &[("scenario.toml", &service), ("k8s.yaml", &manifests)])
         .expect("valid");
-    assert_eq!(loaded.churn[0].change, Change::DeleteService { namespace: "default".into(), name: "web".into() });
+    assert_eq!(
+        loaded.churn[0].change,
+        Change::DeleteService { namespace: "default".into(), name: "web".into() }
+    );
     assert_eq!(loaded.churn[0].change.to_string(), "delete service default/web");
     let missing = format!("{base}[[event]]\nat = \"1ms\"\naction = \"delete\"\nservice = \"default/db\"\n");
     let error = load_with_files("churn-no-service", &[("scenario.toml", &missing), ("k8s.yaml", &manifests)])
         .unwrap_err();
     assert_eq!(error, "DIR/scenario.toml:9:11: error: no Service `default/db` in the manifests");
     let scaled = format!("{base}[[event]]\nat = \"1ms\"\naction = \"scale\"\nservice = \"web\"\n");
-    let error = load_with_files("churn-service-scale", &[("scenario.toml", &scaled), ("k8s.yaml", &manifests)])
-        .unwrap_err();
+    let error =
+        load_with_files("churn-service-scale", &[("scenario.toml", &scaled), ("k8s.yaml", &manifests)])
+            .unwrap_err();
     assert_eq!(
         error,
         "DIR/scenario.toml:6:1: error: a `service` event deletes it: `action = \"delete\"` and nothing else"
