@@ -1027,6 +1027,7 @@ impl Simulation<'_> {
             },
             Change::Drain { host, .. } => overlay.cluster.drain(*host).map(|_| ()),
             Change::DeletePolicy { namespace, name } => overlay.cluster.delete_policy(namespace, name),
+            Change::DeleteService { namespace, name } => overlay.cluster.delete_service(namespace, name),
             Change::Apply { objects, .. } => overlay
                 .cluster
                 .apply((**objects).clone())
