@@ -539,7 +539,7 @@ impl CalicoHost {
             format!(
                 "egress policy of {}: {}",
                 endpoint.name,
-                self.describe_verdict(Direction::Egress, verdict)
+                self.describe_verdict(endpoint.policy.egress.as_deref(), Direction::Egress, verdict)
             )
         });
         if verdict.0 == Verdict::Deny {
@@ -559,7 +559,7 @@ impl CalicoHost {
                     format!(
                         "ingress policy of {} (same host): {}",
                         target.name,
-                        self.describe_verdict(Direction::Ingress, verdict)
+                        self.describe_verdict(target.policy.ingress.as_deref(), Direction::Ingress, verdict)
                     )
                 });
                 if verdict.0 == Verdict::Deny {
@@ -804,14 +804,20 @@ impl CalicoHost {
             format!(
                 "ingress policy of {}: {}",
                 target.name,
-                self.describe_verdict(Direction::Ingress, verdict)
+                self.describe_verdict(target.policy.ingress.as_deref(), Direction::Ingress, verdict)
             )
         });
         Ok(verdict.0 == Verdict::Deny)
     }
 
-    /// A policy verdict in `direction` and what decided it, the deciding rule written out.
-    fn describe_verdict(&self, direction: Direction, (verdict, decider): (Verdict, Decider)) -> String {
+    /// A verdict of the `policies` of an endpoint in `direction` and what decided it: the
+    /// deciding rule written out, or the policies that all passed.
+    fn describe_verdict(
+        &self,
+        policies: Option<&[PolicyId]>,
+        direction: Direction,
+        (verdict, decider): (Verdict, Decider),
+    ) -> String {
         match decider {
             Decider::Unselected => format!("{verdict:?}: no policy selects it"),
             Decider::Rule { policy, rule } => {
@@ -821,7 +827,12 @@ impl CalicoHost {
                     .map_or(String::new(), |r| format!(": {r}"));
                 format!("{verdict:?} by policy #{} rule #{rule}{text}", policy.0)
             }
-            Decider::DefaultDeny => format!("{verdict:?}: no rule of its policies matches (default deny)"),
+            Decider::DefaultDeny => {
+                let list: Vec<String> =
+                    policies.unwrap_or_default().iter().map(|p| format!("policy #{}", p.0)).collect();
+                let list = if list.is_empty() { "none".to_string() } else { list.join(", ") };
+                format!("{verdict:?}: no rule of its policies matches (default deny; {list})")
+            }
         }
     }
 

@@ -643,7 +643,10 @@ fn explanations_name_the_backend_the_route_and_the_deciding_rule() {
     // Another port is denied at the server, by the default of its policies.
     let other = fabric(a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, SERVER, 5001, 9090)));
     let denied = b.explain(T0, Port::Fabric, &other);
-    assert!(denied.join("\n").contains("Deny: no rule of its policies matches (default deny)"), "{denied:?}");
+    assert!(
+        denied.join("\n").contains("Deny: no rule of its policies matches (default deny; policy #7)"),
+        "{denied:?}"
+    );
     assert_eq!(denied.last().unwrap(), "drop: policy");
     assert_eq!(dropped(b.handle_packet(T0, Port::Fabric, other)), DropReason::Policy);
 }
