@@ -10,6 +10,21 @@
 //! ingress, the peers for egress. An endpoint lists, per direction, the policies whose
 //! selector picks it and that isolate that direction; none means open.
 //!
+//! Under the seeds' label model (`Isolation::UsesLabels`) NetworkPolicies are ignored, as the
+//! overlay's network manager ignores them, and every pod gets one egress policy instead:
+//!
+//! 1. allow any protocol and port to an original destination in its collection's IP set (the
+//!    live pods sharing its namespace and `name` label);
+//! 2. allow the (ClusterIP or external IP, protocol, port) of each port of the services its
+//!    `uses` label names, matched on the *original* destination;
+//! 3. deny the rest (the endpoint's default), and no ingress policy.
+//!
+//! Both rules look at the destination before kube-proxy's DNAT (iptables' `--ctorigdst`,
+//! `--ctorigdstport`), which only the client's host knows: so a pod that uses a service reaches
+//! its backends through the ClusterIP but not by their own addresses, and a pod whose
+//! collection serves a service it does not use cannot reach that ClusterIP either. Replies pass
+//! by connection tracking at both hosts.
+//!
 //! Ids of sets and policies are stable across recompilations (interned by name), so that a
 //! change to the cluster becomes a small difference in each host's programming.
 
@@ -21,7 +36,8 @@ use netsim_core::chains::{AddrMatch, EndpointPolicy, IpSetId, PolicyChains, Poli
 
 use crate::cluster::{Cluster, PodId};
 use crate::k8s::{NetworkPolicy, Peer, PolicyRule, TargetPort};
-use crate::network_manager::pod_mac;
+use crate::labels::{Collection, USES_LABEL, service_is_named};
+use crate::network_manager::{Isolation, pod_mac};
 use crate::overlay_policy::{peer_pods, resolve_ports, selected_by, selecting};
 
 /// A service as kube-proxy programs it: (ClusterIP, port, IP protocol number).
@@ -71,13 +87,75 @@ impl Felix {
         PolicyId(*self.policies.entry(name).or_insert(next))
     }
 
-    /// The policies it compiled, by id: `(id, namespace/name)`.
+    /// The policies it compiled, by id: `(id, name)` — `namespace/name` for a NetworkPolicy,
+    /// `uses-labels <collection>[ uses <service>]` for the label model's.
     pub fn policy_names(&self) -> impl Iterator<Item = (u32, &str)> {
         self.policies.iter().map(|(name, &id)| (id, name.as_str()))
     }
 
-    /// Every host's programming for the cluster as it is (`hosts` hosts).
-    pub fn compile(&mut self, cluster: &Cluster, hosts: u32) -> Vec<HostProgram> {
+    /// The IP sets it compiled, by id: `(id, name)`.
+    pub fn set_names(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.sets.iter().map(|(name, &id)| (id, name.as_str()))
+    }
+
+    /// Every host's programming for the cluster as it is (`hosts` hosts), under `isolation`.
+    pub fn compile(&mut self, cluster: &Cluster, hosts: u32, isolation: Isolation) -> Vec<HostProgram> {
+        match isolation {
+            Isolation::NetworkPolicy => self.compile_policies(cluster, hosts),
+            Isolation::UsesLabels => self.compile_labels(cluster, hosts),
+        }
+    }
+
+    /// The seeds' label model: one egress policy per (collection, `uses` value), matching
+    /// original destinations (see the module's documentation).
+    fn compile_labels(&mut self, cluster: &Cluster, hosts: u32) -> Vec<HostProgram> {
+        let services = services(cluster);
+        let mut programs = vec![HostProgram { services, ..HostProgram::default() }; hosts as usize];
+        let mut collections: BTreeMap<Collection, Vec<SetMember>> = BTreeMap::new();
+        for pod in cluster.pods().iter().filter(|p| !p.deleted) {
+            let collection = Collection::of(&pod.pod.namespace, &pod.pod.template.labels);
+            collections.entry(collection).or_default().push(SetMember::address(pod.ip));
+        }
+        let allow = |dst| Rule {
+            protocol: None,
+            src: AddrMatch::Any,
+            dst,
+            dst_ports: Vec::new(),
+            action: Verdict::Allow,
+        };
+        for (index, pod) in cluster.pods().iter().enumerate() {
+            if pod.deleted {
+                continue;
+            }
+            let Some(program) = programs.get_mut(pod.host as usize) else { continue };
+            let collection = Collection::of(&pod.pod.namespace, &pod.pod.template.labels);
+            let members = self.set_id(format!("uses-labels {collection} members"));
+            program.ipsets.insert(members, sorted(collections[&collection].clone()));
+            let mut egress = vec![allow(AddrMatch::OriginalSet(members))];
+            let mut name = format!("uses-labels {collection}");
+            if let Some(value) = pod.pod.template.labels.get(USES_LABEL) {
+                let used = self.set_id(format!("uses-labels {} uses {value}", collection.namespace));
+                program.ipsets.insert(used, used_service_ports(cluster, &collection.namespace, value));
+                egress.push(allow(AddrMatch::OriginalPorts(used)));
+                name += &format!(" uses {value}");
+            }
+            let id = self.policy_id(name);
+            program.policies.insert(id, PolicyChains { ingress: Vec::new(), egress });
+            program.endpoints.insert(
+                PodId(index as u32),
+                EndpointSpec {
+                    name: pod.key(),
+                    ip: pod.ip,
+                    mac: pod_mac(pod.ip),
+                    policy: EndpointPolicy { ingress: None, egress: Some(vec![id]) },
+                },
+            );
+        }
+        programs
+    }
+
+    /// Kubernetes NetworkPolicy: each policy's chains, listed by the endpoints it selects.
+    fn compile_policies(&mut self, cluster: &Cluster, hosts: u32) -> Vec<HostProgram> {
         let mut ipsets = BTreeMap::new();
         let mut policies = BTreeMap::new();
         let mut ids = Vec::new();
@@ -244,16 +322,45 @@ fn live_pods(cluster: &Cluster) -> impl Iterator<Item = PodId> + '_ {
     (0..cluster.pods().len() as u32).map(PodId).filter(|&p| !cluster.pod(p).deleted)
 }
 
-/// kube-proxy's table: every ClusterIP service port with its backends.
+/// The addresses kube-proxy translates for a service: its ClusterIP, then its external IPs (a
+/// headless service has none).
+fn service_addresses(service: &crate::cluster::ServiceState) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    service
+        .cluster_ip
+        .into_iter()
+        .chain(service.service.external_ips.iter().copied().filter(|_| service.cluster_ip.is_some()))
+}
+
+/// The (address, protocol, port) of every port of the services in `namespace` that a
+/// `uses: value` label names, sorted: what the label model lets a collection call.
+fn used_service_ports(cluster: &Cluster, namespace: &str, value: &str) -> Vec<SetMember> {
+    let mut members = Vec::new();
+    for service in cluster.live_services() {
+        if service.service.namespace != namespace || !service_is_named(service, value) {
+            continue;
+        }
+        for address in service_addresses(service) {
+            for port in &service.service.ports {
+                members.push(SetMember { address, port: Some((port.protocol.number(), port.port)) });
+            }
+        }
+    }
+    sorted(members)
+}
+
+/// kube-proxy's table: every port of every service with a ClusterIP, at the ClusterIP and at
+/// each external IP (kube-proxy translates those for pods too), with its backends (a deleted
+/// service has none: it rejects).
 pub fn services(cluster: &Cluster) -> BTreeMap<ServiceKey, Vec<(Ipv4Addr, u16)>> {
     let mut table = BTreeMap::new();
     for service in cluster.services() {
-        let Some(ip) = service.cluster_ip else { continue };
-        for (port, backends) in service.service.ports.iter().zip(&service.backends) {
-            table.insert(
-                (ip, port.port, port.protocol.number()),
-                backends.iter().map(|b| (b.ip, b.port)).collect(),
-            );
+        for ip in service_addresses(service) {
+            for (port, backends) in service.service.ports.iter().zip(&service.backends) {
+                table.insert(
+                    (ip, port.port, port.protocol.number()),
+                    backends.iter().map(|b| (b.ip, b.port)).collect(),
+                );
+            }
         }
     }
     table

@@ -671,7 +671,7 @@ fn rules_per_host(scenario: &Scenario, plane: Plane) -> Rules {
     let hosts = scenario.fabric.hosts;
     let counts: Vec<u64> = match plane {
         Plane::Calico => Felix::default()
-            .compile(&spec.cluster, hosts)
+            .compile(&spec.cluster, hosts, spec.isolation)
             .iter()
             .map(|program| {
                 let chains: usize = program.policies.values().map(|c| c.ingress.len() + c.egress.len()).sum();

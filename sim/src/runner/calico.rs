@@ -12,7 +12,7 @@
 //! - Start: the cluster has been up for a while: BGP sessions are established and routes
 //!   exchanged before the first event (in memory, at time zero).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -192,7 +192,7 @@ pub(super) fn build(
     let nat_seed = streams.seed_for("calico/kube-proxy");
     let ecmp_seed = streams.seed_for("calico/ecmp");
     let mut felix = Felix::default();
-    let programs = felix.compile(&spec.cluster, hosts);
+    let programs = felix.compile(&spec.cluster, hosts, spec.isolation);
     let mut calico_hosts = Vec::new();
     let mut speakers = Vec::new();
     let reflectors: BTreeSet<u32> = match settings.bgp {
@@ -327,9 +327,15 @@ fn install(host: &mut CalicoHost, event: RouteEvent) {
     let _ = host.handle_command(SimTime::ZERO, command);
 }
 
-/// The NetworkPolicy behind each policy id felix handed out, for traces.
-pub(super) fn policy_names(calico: &CalicoState) -> Vec<(u32, String)> {
+/// The NetworkPolicy (or label-model collection) behind each policy id felix handed out, for
+/// traces.
+pub(super) fn policy_names(calico: &CalicoState) -> BTreeMap<u32, String> {
     calico.felix.policy_names().map(|(id, name)| (id, name.to_string())).collect()
+}
+
+/// What each IP set id felix handed out stands for, for traces.
+pub(super) fn set_names(calico: &CalicoState) -> BTreeMap<u32, String> {
+    calico.felix.set_names().map(|(id, name)| (id, name.to_string())).collect()
 }
 
 /// Whether a frame is a BGP segment (TCP, either port 179).
@@ -426,7 +432,7 @@ impl Simulation<'_> {
         let Some(calico) = overlay.calico.as_mut() else { return };
         calico.last_disturbance = Some(now);
         let hosts = calico.hosts.len() as u32;
-        let programs = calico.felix.compile(&overlay.cluster, hosts);
+        let programs = calico.felix.compile(&overlay.cluster, hosts, spec.isolation);
         let mut sends = Vec::new();
         for (host, mut new) in programs.into_iter().enumerate() {
             let blocks = originated(&overlay.cluster, host as u32);

@@ -4,6 +4,8 @@
 //! trace pays one branch per hook and nothing else. The traced packet is recognised by its
 //! probe's flow id, [`TRACE_FLOW`]; it is never counted as traffic.
 
+use std::collections::BTreeMap;
+
 use netsim_core::packet::IP_PROTO_TCP;
 use netsim_core::{FiveTuple, SimTime};
 use netsim_fabric::{NodeId, Transmit};
@@ -122,14 +124,10 @@ impl Simulation<'_> {
         let Some(overlay) = self.overlay.as_mut() else { return };
         let layer = overlay.layer;
         let mut steps = overlay.plane(host.0 as usize).explain(self.now, port, frame);
-        if let Some(names) = overlay.calico.as_ref().map(super::calico::policy_names) {
+        if let Some(calico) = overlay.calico.as_ref() {
+            let (policies, sets) = (super::calico::policy_names(calico), super::calico::set_names(calico));
             for step in &mut steps {
-                for (id, name) in &names {
-                    let tag = format!("policy #{id} ");
-                    if step.contains(&tag) {
-                        *step = step.replace(&tag, &format!("policy #{id} ({name}) "));
-                    }
-                }
+                *step = name_ids(&name_ids(step, "policy #", &policies), "set #", &sets);
             }
         }
         let Some(tracer) = self.tracer.as_mut() else { return };
@@ -219,5 +217,40 @@ impl Simulation<'_> {
             tracer.fate(self.now, false, layer, node, reason.to_string());
         }
         true
+    }
+}
+
+/// `text` with the name of each id written after every `<prefix><id>` (`policy #3` becomes
+/// `policy #3 (default/frontend-users)`); ids without a name, and longer numbers that merely
+/// start with an id, are left alone.
+fn name_ids(text: &str, prefix: &str, names: &BTreeMap<u32, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(prefix) {
+        let digits_at = at + prefix.len();
+        let digits = rest[digits_at..].bytes().take_while(u8::is_ascii_digit).count();
+        out.push_str(&rest[..digits_at + digits]);
+        let name = rest[digits_at..digits_at + digits].parse().ok().and_then(|id: u32| names.get(&id));
+        if let Some(name) = name {
+            out.push_str(&format!(" ({name})"));
+        }
+        rest = &rest[digits_at + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_named_where_they_stand_alone() {
+        let names = BTreeMap::from([(1, "one".to_string()), (12, "twelve".to_string())]);
+        assert_eq!(
+            name_ids("set #1 and set #12, set #123, set #", "set #", &names),
+            "set #1 (one) and set #12 (twelve), set #123, set #"
+        );
+        assert_eq!(name_ids("policy #1 rule #1", "policy #", &names), "policy #1 (one) rule #1");
     }
 }
