@@ -3,10 +3,13 @@
 //!
 //! The manifests are loaded into the default 100-host cluster; after the control plane has
 //! programmed the data plane, every pod sends one real probe (a TCP SYN, or a UDP datagram) to
-//! every other pod on every port and protocol the destination's containers declare. A probe is
-//! *allowed* when it is delivered to the destination pod. Each result is compared with the
-//! reference evaluator of the isolation model (NetworkPolicy or the seeds' labels), which is the
-//! contract the data planes are held to.
+//! every other pod on every port and protocol the destination's containers declare. Under the
+//! seeds' label model, whose point is which services a collection may use, every pod also
+//! probes every service's ClusterIP on each of the service's ports that has a backend (without
+//! one nothing could receive the probe, whatever the policy). A probe is *allowed* when
+//! it is delivered to the destination pod (for a service: to any backend). Each result is
+//! compared with the reference evaluator of the isolation model (NetworkPolicy or the seeds'
+//! labels), which is the contract the data planes are held to.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,7 +40,7 @@ const PROBE_SPACING: SimDuration = SimDuration::from_micros(2);
 pub struct ProbeResult {
     /// Source pod, `namespace/name`.
     pub from: String,
-    /// Destination pod, `namespace/name`.
+    /// Destination pod, `namespace/name`, or a service, `service:namespace/name`.
     pub to: String,
     /// Destination port.
     pub port: u16,
@@ -91,12 +94,21 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<Objects, Vec<String>> {
     if errors.is_empty() { Ok(objects) } else { Err(errors) }
 }
 
+/// What a probe is sent to.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// A pod's own address.
+    Pod(PodId),
+    /// A service's ClusterIP (index in the cluster's services).
+    Service(usize),
+}
+
 /// The data planes `reach` can probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReachPlane {
     /// The OpenContrail-style overlay (either isolation model).
     Overlay,
-    /// Calico (Kubernetes NetworkPolicy only).
+    /// Calico (either isolation model).
     Calico,
 }
 
@@ -107,11 +119,6 @@ pub fn reach(
     plane: ReachPlane,
     isolation: Isolation,
 ) -> Result<Reach, Vec<String>> {
-    if plane == ReachPlane::Calico && isolation == Isolation::UsesLabels {
-        return Err(vec![
-            "error: calico isolates pods by NetworkPolicy only (--isolation network-policy)".into(),
-        ]);
-    }
     let fabric = FabricConfig::default();
     // Both data planes get the same addresses (cluster-wide IPAM; Calico then announces /32s),
     // so that address blocks in policies select the same pods and results compare.
@@ -131,7 +138,27 @@ pub fn reach(
             }
             for from in 0..cluster.pods().len() {
                 if from != to_index {
-                    probes.push((PodId(from as u32), PodId(to_index as u32), port, protocol));
+                    probes.push((PodId(from as u32), Target::Pod(PodId(to_index as u32)), port, protocol));
+                }
+            }
+        }
+    }
+    if isolation == Isolation::UsesLabels {
+        for (index, service) in cluster.services().iter().enumerate() {
+            if service.deleted || service.cluster_ip.is_none() {
+                continue;
+            }
+            for (port, backends) in service.service.ports.iter().zip(&service.backends) {
+                if port.protocol == Protocol::Sctp {
+                    not_probed.push(format!("service:{}:{}/SCTP", service.key(), port.port));
+                    continue;
+                }
+                if backends.is_empty() {
+                    // Nothing could receive the probe, whatever the policy.
+                    continue;
+                }
+                for from in 0..cluster.pods().len() {
+                    probes.push((PodId(from as u32), Target::Service(index), port.port, port.protocol));
                 }
             }
         }
@@ -142,9 +169,13 @@ pub fn reach(
         .map(|(index, &(from, to, port, protocol))| {
             let start =
                 SimTime::ZERO + SimDuration::from_nanos(PROBE_SPACING.as_nanos() * (index as u64 + 1));
+            let to = match to {
+                Target::Pod(pod) => PodTarget::Pods(vec![pod]),
+                Target::Service(service) => PodTarget::Service { service },
+            };
             TrafficSpec {
                 name: format!("probe-{index}"),
-                endpoints: Endpoints::Pods { from: vec![from], to: PodTarget::Pods(vec![to]) },
+                endpoints: Endpoints::Pods { from: vec![from], to },
                 protocol: protocol.number(),
                 reply_size: None,
                 pattern: Pattern::Once,
@@ -200,19 +231,27 @@ pub fn reach(
         .iter()
         .zip(&report.per_traffic)
         .map(|(&(from, to, port, protocol), (_, counts))| {
-            let expected = match isolation {
-                Isolation::NetworkPolicy => {
+            let expected = match (isolation, to) {
+                (Isolation::NetworkPolicy, Target::Pod(to)) => {
                     let source = netpol::Endpoint::Pod(cluster.view(from));
                     let destination = netpol::Endpoint::Pod(cluster.view(to));
                     netpol::evaluate(cluster.policies(), &source, &destination, port, protocol).allowed()
                 }
-                Isolation::UsesLabels => {
+                (Isolation::UsesLabels, Target::Pod(to)) => {
                     labels::evaluate(cluster, from, cluster.pod(to).ip, port, protocol).allowed()
+                }
+                (_, Target::Service(service)) => {
+                    // Probed under the label model only, which judges the ClusterIP called.
+                    let address = cluster.services()[service].cluster_ip.expect("probed services have one");
+                    labels::evaluate(cluster, from, address, port, protocol).allowed()
                 }
             };
             ProbeResult {
                 from: cluster.pod(from).key(),
-                to: cluster.pod(to).key(),
+                to: match to {
+                    Target::Pod(to) => cluster.pod(to).key(),
+                    Target::Service(service) => format!("service:{}", cluster.services()[service].key()),
+                },
                 port,
                 protocol: protocol.as_str(),
                 result: if counts.delivered > 0 { "allowed" } else { "denied" },
@@ -236,28 +275,39 @@ pub fn reach(
 type Matrix<'a> = BTreeMap<(&'a str, &'a str), &'a ProbeResult>;
 
 /// The reachability matrices, one per port and protocol, as the upstream netpol tests print
-/// them: rows are sources, columns destinations; `.` allowed, `X` denied, `-` not probed. A
-/// cell that disagrees with the reference is followed by `!`.
+/// them: rows are sources, columns destinations (pods, then services); `.` allowed, `X`
+/// denied, `-` not probed. A cell that disagrees with the reference is followed by `!`.
 pub fn render(reach: &Reach) -> String {
-    let mut pods: Vec<&str> = reach.probes.iter().flat_map(|p| [p.from.as_str(), p.to.as_str()]).collect();
+    let is_service = |name: &str| name.starts_with("service:");
+    let mut pods: Vec<&str> = reach
+        .probes
+        .iter()
+        .flat_map(|p| [p.from.as_str(), p.to.as_str()])
+        .filter(|name| !is_service(name))
+        .collect();
     pods.sort();
     pods.dedup();
+    let mut services: Vec<&str> =
+        reach.probes.iter().map(|p| p.to.as_str()).filter(|name| is_service(name)).collect();
+    services.sort();
+    services.dedup();
+    let columns: Vec<&str> = pods.iter().chain(&services).copied().collect();
     let mut groups: BTreeMap<(&str, u16), Matrix<'_>> = BTreeMap::new();
     for probe in &reach.probes {
         groups.entry((probe.protocol, probe.port)).or_default().insert((&probe.from, &probe.to), probe);
     }
-    let width = pods.iter().map(|p| p.len()).max().unwrap_or(0).max(4);
+    let width = columns.iter().map(|p| p.len()).max().unwrap_or(0).max(4);
     let mut out = String::new();
     for ((protocol, port), cells) in &groups {
         let _ = writeln!(out, "{protocol}/{port} ({}, {})", reach.dataplane, reach.isolation);
         let _ = write!(out, "{:width$}", "");
-        for to in &pods {
+        for to in &columns {
             let _ = write!(out, " {to:>width$}");
         }
         out.push('\n');
         for from in &pods {
             let _ = write!(out, "{from:width$}");
-            for to in &pods {
+            for to in &columns {
                 let cell = match cells.get(&(*from, *to)) {
                     None => "-".to_string(),
                     Some(probe) => {

@@ -374,11 +374,11 @@ impl<'a> Study<'a> {
                     self.paths[self.compared[1]].name,
                     scenario.dataplane.name()
                 ));
-                items.push(format!(
+                items.push(
                     "both run the same pods on the same hosts, the same traffic (the same flows between the same \
-                     pods, drawn from the same seed), the same faults and the same checks{}",
-                    if pair.like_for_like { "" } else { " — but see the note on isolation below" }
-                ));
+                     pods, drawn from the same seed), the same faults and the same checks"
+                        .into(),
+                );
                 items.extend(pair.notes.iter().cloned());
             }
             _ => items.push("data planes: none in the scenario (underlay only)".into()),
@@ -422,12 +422,13 @@ impl<'a> Study<'a> {
                     "measured",
                 );
                 let violations = [violations(mo, &isolation) as f64, violations(mc, &isolation) as f64];
-                let name = if pair.like_for_like {
-                    "isolation violations"
-                } else {
-                    "isolation violations (not like for like: different isolation models)"
-                };
-                row(name.into(), true, violations, violations.map(|v| format!("{v}")), "measured");
+                row(
+                    "isolation violations".into(),
+                    true,
+                    violations,
+                    violations.map(|v| format!("{v}")),
+                    "measured",
+                );
                 let p50 = [mo.report.latency.p50 as f64, mc.report.latency.p50 as f64];
                 row("one-way latency p50, wire and queues".into(), true, p50, p50.map(fmt_ns), "measured");
                 let p99 = [mo.report.latency.p99 as f64, mc.report.latency.p99 as f64];
@@ -648,17 +649,15 @@ impl<'a> Study<'a> {
                 items.push(if v == [0, 0] {
                     format!(
                         "**Isolation holds on both**: no packet of the traffic the scenario expects to be blocked ({}) \
-                         got through{}.",
+                         got through.",
                         if isolation.len() == 1 { "1 entry".to_string() } else { format!("{} entries", isolation.len()) },
-                        if pair.like_for_like { "" } else { " (with different isolation models: not like for like)" }
                     )
                 } else {
                     format!(
                         "**Isolation differs**: {} packets that should have been blocked got through on the overlay, \
-                         {} on Calico{}.",
+                         {} on Calico.",
                         v[0],
                         v[1],
-                        if pair.like_for_like { "" } else { " (the two enforce different isolation models)" }
                     )
                 });
             }
@@ -877,7 +876,7 @@ impl<'a> Study<'a> {
     fn isolation(&self, pair: &Pair, outcomes: &[Outcome], blocks: &mut Vec<Block>) {
         blocks.push(Block::Heading(2, "Isolation and availability".into()));
         let isolation = measure::isolation_entries(&pair.overlay);
-        let mut para = format!(
+        let para = format!(
             "**Measured.** Isolation violations are packets delivered by the traffic entries the scenario expects to \
              be blocked (a `delivery_ratio` check with `max = 0`: {} of them here), over every seed of the sweep. \
              Availability gaps are the slices of the run (1% each) in which the workload, isolation probes left \
@@ -886,9 +885,6 @@ impl<'a> Study<'a> {
              cluster as it was at that instant, and the availability gaps of permitted flows it measured.",
             isolation.len()
         );
-        if !pair.like_for_like {
-            para.push_str(" **Not like for like**: the two planes enforce different isolation models here.");
-        }
         blocks.push(Block::Para(para));
         let mut rows = Vec::new();
         for plane in Plane::BOTH {

@@ -1378,15 +1378,6 @@ fn dataplane_spec(file: &ScenarioFile, topology: &Topology, report: &mut Reporte
             );
             return None;
         }
-        if let Some(isolation) = &file.isolation
-            && *isolation.get_ref() == IsolationName::UsesLabels
-        {
-            report.spanned(
-                isolation,
-                "calico isolates pods by Kubernetes NetworkPolicy only: write `isolation = \"network-policy\"` or leave it out".into(),
-            );
-            return None;
-        }
     } else if let Some(section) = &file.calico {
         report.spanned(section, "[calico] settings need `dataplane = \"calico\"`".into());
         return None;

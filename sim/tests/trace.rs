@@ -58,6 +58,34 @@ fn a_denied_flow_shows_the_policy_and_exits_one() {
 }
 
 #[test]
+fn under_the_label_model_calico_names_the_egress_rule_that_saw_the_cluster_ip() {
+    let scenario = "scenarios/petstore-calico-labels.toml";
+    let (code, out) = trace(scenario, "bps-0->service:frontend:3000/tcp");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(
+            "egress policy of default/bps-0: Allow by policy #1 (uses-labels default:bps uses frontend) rule #1: \
+             allow to ctorigdst:port in set #2 (uses-labels default uses frontend)"
+        ),
+        "{out}"
+    );
+    let (code, out) = trace(scenario, "bps-0->service:redismaster:6379/tcp");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("egress policy of default/bps-0: Deny: no rule of its policies matches (default deny; policy #1 (uses-labels default:bps uses frontend))"),
+        "{out}"
+    );
+    // A frontend calling another frontend by its own address: its collection's rule.
+    let (code, out) = trace(scenario, "frontend-0->frontend-1:3000/tcp");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("rule #0: allow to ctorigdst in set #")
+            && out.contains("(uses-labels default:frontend members)"),
+        "{out}"
+    );
+}
+
+#[test]
 fn bad_input_exits_two_with_the_reason() {
     let scenario = "scenarios/petstore-overlay.toml";
     for (flow, at, message) in [

@@ -52,8 +52,6 @@ pub struct Pair {
     pub calico: Scenario,
     /// Where the two differ beyond the data plane.
     pub notes: Vec<String>,
-    /// Whether the comparison is like for like (same isolation semantics).
-    pub like_for_like: bool,
 }
 
 impl Pair {
@@ -70,7 +68,6 @@ impl Pair {
 pub fn pair(scenario: &Scenario) -> Option<Pair> {
     let spec = scenario.dataplane.cluster_spec()?;
     let mut notes = Vec::new();
-    let mut like_for_like = true;
     let mut variants = Vec::new();
     for plane in Plane::BOTH {
         let mut spec = spec.clone();
@@ -87,15 +84,6 @@ pub fn pair(scenario: &Scenario) -> Option<Pair> {
                 )),
             }
         }
-        if plane == Plane::Calico && spec.isolation == Isolation::UsesLabels {
-            spec.isolation = Isolation::NetworkPolicy;
-            like_for_like = false;
-            notes.push(
-                "not like for like: the scenario isolates pods by the seeds' `uses` labels, which only the \
-                 overlay implements; Calico enforces the manifests' NetworkPolicies instead"
-                    .into(),
-            );
-        }
         let mut variant = scenario.clone();
         variant.dataplane = match plane {
             Plane::Overlay => Dataplane::Overlay(Box::new(spec)),
@@ -105,7 +93,7 @@ pub fn pair(scenario: &Scenario) -> Option<Pair> {
     }
     let calico = variants.pop().expect("two variants");
     let overlay = variants.pop().expect("two variants");
-    Some(Pair { overlay, calico, notes, like_for_like })
+    Some(Pair { overlay, calico, notes })
 }
 
 /// The scenario's cluster rebuilt from its manifests with `ipam`, if the pods land on the same
