@@ -404,8 +404,7 @@ impl Fabric {
         let direction = usize::from(port.direction);
         let busy_until = state.busy_until[direction];
         let backlog_ns = busy_until.saturating_since(now).as_nanos();
-        let backlog_bytes =
-            (u128::from(backlog_ns) * u128::from(config.bandwidth_bps) / 8_000_000_000) as u64;
+        let backlog_bytes = mul_div(backlog_ns, config.bandwidth_bps, 8_000_000_000);
         let wire_bytes = frame.len() as u64 + WIRE_OVERHEAD_BYTES;
         let counters = &mut state.counters[direction];
         if backlog_bytes + wire_bytes > config.queue_bytes_max {
@@ -415,8 +414,7 @@ impl Fabric {
         counters.frames += 1;
         counters.bytes += frame.len() as u64;
         counters.backlog_bytes_max = counters.backlog_bytes_max.max(backlog_bytes + wire_bytes);
-        let serialization_ns =
-            (u128::from(wire_bytes) * 8_000_000_000).div_ceil(u128::from(config.bandwidth_bps)) as u64;
+        let serialization_ns = mul_div_ceil(wire_bytes, 8_000_000_000, config.bandwidth_bps);
         let done = busy_until.max(now) + SimDuration::from_nanos(serialization_ns);
         state.busy_until[direction] = done;
         let generation = state.generation;
@@ -551,6 +549,24 @@ fn decrement_ttl(frame: &mut [u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// `a * b / divisor`, rounded down, exactly: in 64 bits when the product fits (every frame
+/// and every realistic backlog), in 128 bits otherwise; a software 128-bit division on every
+/// hop of every frame was a tenth of the fabric's cost.
+fn mul_div(a: u64, b: u64, divisor: u64) -> u64 {
+    match a.checked_mul(b) {
+        Some(product) => product / divisor,
+        None => (u128::from(a) * u128::from(b) / u128::from(divisor)) as u64,
+    }
+}
+
+/// `a * b / divisor`, rounded up, exactly (see [`mul_div`]).
+fn mul_div_ceil(a: u64, b: u64, divisor: u64) -> u64 {
+    match a.checked_mul(b) {
+        Some(product) => product.div_ceil(divisor),
+        None => (u128::from(a) * u128::from(b)).div_ceil(u128::from(divisor)) as u64,
+    }
+}
 
 /// The network mask of a prefix length (0 to 32).
 fn prefix_mask(len: u8) -> u32 {

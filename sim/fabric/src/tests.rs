@@ -308,3 +308,25 @@ fn announced_blocks_route_to_their_host_and_go_when_withdrawn() {
     assert_eq!(harness.dropped.last().map(|d| d.1), Some(DropReason::NoRoute));
     assert_eq!(harness.fabric.host_for(Ipv4Addr::new(10, 0, 1, 130)), Some(NodeId(7)));
 }
+
+proptest! {
+    /// The 64-bit fast path of the timing arithmetic gives the exact 128-bit result, rounded
+    /// down or up, including products that overflow 64 bits.
+    #[test]
+    fn timing_arithmetic_is_exact(
+        a in any::<u32>().prop_map(u64::from),
+        wide in any::<u64>(),
+        b in 1u64..400_000_000_000,
+        divisor_bits in 0u32..64,
+        divisor_low in any::<u64>(),
+    ) {
+        let divisor = (divisor_low >> divisor_bits).max(1);
+        for a in [a, wide] {
+            let product = u128::from(a) * u128::from(b);
+            // The fabric's quotients (bytes, nanoseconds) always fit 64 bits.
+            prop_assume!(product / u128::from(divisor) < u128::from(u64::MAX));
+            prop_assert_eq!(u128::from(mul_div(a, b, divisor)), product / u128::from(divisor));
+            prop_assert_eq!(u128::from(mul_div_ceil(a, b, divisor)), product.div_ceil(u128::from(divisor)));
+        }
+    }
+}
