@@ -1265,15 +1265,18 @@ impl Simulation<'_> {
     /// Acts on the fate the fabric gave a frame.
     fn handle(&mut self, forward: Forward) {
         match forward {
-            Forward::Transmit(transmit) => {
+            Forward::Transmit(mut transmit) => {
                 if self.tracer.is_some() && self.trace_transmit(&transmit) {
                     self.queue.push(transmit.arrive_at, Event::Arrive(transmit));
                     return;
                 }
-                if self.judge.records_hops()
-                    && let Some(probe) = Probe::find(&transmit.frame)
-                {
-                    self.judge.hop(&self.fabric, &transmit, probe.flow);
+                if self.judge.records_hops() {
+                    if transmit.tag == 0 {
+                        transmit.tag = judge::hop_tag(&transmit.frame);
+                    }
+                    if let Some((flow, tuple)) = judge::read_hop_tag(transmit.tag) {
+                        self.judge.hop(&self.fabric, &transmit, flow, tuple);
+                    }
                 }
                 for (tap, capture) in &mut self.captures {
                     if *tap == Tap::Link(transmit.from, transmit.link) {

@@ -122,6 +122,10 @@ pub struct Transmit {
     pub ecmp: EcmpChoice,
     /// The frame, as it is on this link.
     pub frame: Vec<u8>,
+    /// An opaque word the caller may attach to a frame in flight, carried unchanged from hop
+    /// to hop (as a kernel carries a packet's mark): what the caller learnt from the frame's
+    /// bytes once need not be parsed again at every hop. Zero when the frame is sent.
+    pub tag: u64,
     /// The link's failure generation at departure: a failure in flight loses the frame.
     generation: u32,
 }
@@ -328,13 +332,13 @@ impl Fabric {
         if !self.node_up[host.0 as usize] {
             return Forward::Drop { reason: DropReason::NodeDown, node: host, frame };
         }
-        self.route(now, host, frame)
+        self.route(now, host, frame, 0)
     }
 
     /// `transmit` reaches the far end of its link at `now` (its `arrive_at`).
     pub fn arrive(&mut self, now: SimTime, transmit: Transmit) -> Forward {
         debug_assert!(now >= transmit.arrive_at, "arrival handled before its time");
-        let Transmit { link, to, frame, generation, .. } = transmit;
+        let Transmit { link, to, frame, generation, tag, .. } = transmit;
         let state = &self.links[link.0 as usize];
         // A failure of the link or either end since departure loses the frame.
         if !state.up || state.generation != generation {
@@ -351,11 +355,11 @@ impl Fabric {
                 Forward::Drop { reason: DropReason::NotForHost, node: to, frame }
             };
         }
-        self.route(now, to, frame)
+        self.route(now, to, frame, tag)
     }
 
     /// Routes `frame` out of `node`: the forwarding decision of a host or a switch.
-    fn route(&mut self, now: SimTime, node: NodeId, mut frame: Vec<u8>) -> Forward {
+    fn route(&mut self, now: SimTime, node: NodeId, mut frame: Vec<u8>, tag: u64) -> Forward {
         let Some(destination) = ipv4_destination(&frame) else {
             return Forward::Drop { reason: DropReason::Malformed, node, frame };
         };
@@ -379,7 +383,7 @@ impl Fabric {
             }
         };
         let port_index = next_hops[usize::from(ecmp.chosen)];
-        self.enqueue(now, node, port_index, ecmp, frame)
+        self.enqueue(now, node, port_index, ecmp, frame, tag)
     }
 
     /// Puts `frame` in the egress queue of `node`'s port: tail drop, MTU check, exact timing.
@@ -390,6 +394,7 @@ impl Fabric {
         port_index: u16,
         ecmp: EcmpChoice,
         mut frame: Vec<u8>,
+        tag: u64,
     ) -> Forward {
         let port = self.topology.ports(node)[usize::from(port_index)];
         let config = *self.topology.link_config(port.link);
@@ -433,6 +438,7 @@ impl Fabric {
             to: port.peer,
             ecmp,
             frame,
+            tag,
             generation,
         })
     }

@@ -245,6 +245,24 @@ fn fingerprint(frame: &[u8]) -> u16 {
     FiveTuple::from_ethernet(frame).map_or(0, |t| (t.hash(0) >> 48) as u16)
 }
 
+/// Marks a hop tag as read: a frame's tag is never zero once read, probe or not.
+const TAG_READ: u64 = 1 << 63;
+
+/// What [`Judge::hop`] needs of a frame, read once when it is sent and carried by the fabric
+/// from hop to hop as the frame's tag: its probe's flow and its 5-tuple's fingerprint (the
+/// fabric rewrites neither).
+pub(super) fn hop_tag(frame: &[u8]) -> u64 {
+    match crate::traffic::Probe::find(frame) {
+        Some(probe) => TAG_READ | (u64::from(probe.flow) << 16) | u64::from(fingerprint(frame)),
+        None => TAG_READ | (1 << 62),
+    }
+}
+
+/// The flow and fingerprint in a tag from [`hop_tag`]; `None` for a frame without a probe.
+pub(super) fn read_hop_tag(tag: u64) -> Option<(u32, u16)> {
+    (tag & (1 << 62) == 0).then_some(((tag >> 16) as u32, tag as u16))
+}
+
 /// A flow direction's last ECMP choice among two or more members (none yet: no members).
 #[derive(Clone, Copy, Debug, Default)]
 struct LastChoice {
@@ -301,8 +319,10 @@ pub(super) struct Judge {
     /// second members + second` indexes the cells.
     last_choice: Vec<LastChoice>,
     polarization: BTreeMap<(Tier, Tier), Vec<u64>>,
-    /// Translated tuples of delivered requests and their flow.
-    translated: BTreeMap<FiveTuple, u32>,
+    /// Translated tuples of delivered requests and their flow: looked up on every delivery,
+    /// never iterated, so its order cannot reach results.
+    #[allow(clippy::disallowed_types)]
+    translated: std::collections::HashMap<FiveTuple, u32, rustc_hash::FxBuildHasher>,
     /// Per disturbance window: (lost, last loss).
     losses: Vec<(u64, Option<SimTime>)>,
     pub(super) results: Judgements,
@@ -651,7 +671,8 @@ impl Judge {
 
     /// A frame of flow `flow` (with the reply bit for replies) leaves a host or switch as
     /// `transmit`: the member it took there.
-    pub(super) fn hop(&mut self, fabric: &Fabric, transmit: &Transmit, flow: u32) {
+    /// `tuple` is the fingerprint of the frame's 5-tuple ([`hop_tag`]).
+    pub(super) fn hop(&mut self, fabric: &Fabric, transmit: &Transmit, flow: u32, tuple: u16) {
         let node = transmit.from.0 as usize;
         let (members, chosen) = (transmit.ecmp.members, transmit.ecmp.chosen);
         let index = 2 * (flow & !crate::traffic::REPLY_BIT) as usize
@@ -665,7 +686,6 @@ impl Judge {
         }
         // At most ROUTING_EPOCHS_MAX epochs: an index fits 16 bits.
         let epoch = self.routing.len().saturating_sub(1) as u16;
-        let tuple = fingerprint(&transmit.frame);
         let last = std::mem::replace(&mut states[index], Member { link: transmit.link.0, epoch, tuple });
         if last.link == Member::UNSEEN.link {
             if members >= 2 {
@@ -996,9 +1016,9 @@ mod tests {
     fn send(judge: &mut Judge, fabric: &mut Fabric, flow: u32, at: SimTime) -> u32 {
         let frame = udp(fabric, 0, 3, 10_000 + flow as u16);
         let Forward::Transmit(first) = fabric.send(at, NodeId(0), frame) else { panic!("sent") };
-        judge.hop(fabric, &first, flow);
+        judge.hop(fabric, &first, flow, fingerprint(&first.frame));
         let Forward::Transmit(second) = fabric.arrive(first.arrive_at, first) else { panic!("forwarded") };
-        judge.hop(fabric, &second, flow);
+        judge.hop(fabric, &second, flow, fingerprint(&second.frame));
         second.link.0
     }
 
