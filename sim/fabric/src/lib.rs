@@ -217,9 +217,15 @@ pub struct Fabric {
     detections: BTreeMap<(SimTime, u64), Detection>,
     detection_seq: u64,
     events: VecDeque<FabricEvent>,
-    /// Address blocks routed to hosts besides their own addresses: by prefix length, the
-    /// blocks' first addresses and their hosts.
-    announced: BTreeMap<u8, BTreeMap<u32, NodeId>>,
+    /// Address blocks routed to hosts besides their own addresses: by (prefix length, first
+    /// address), their hosts. Looked up on every hop of every frame to such an address, never
+    /// iterated, so its order cannot reach results.
+    #[allow(clippy::disallowed_types)]
+    announced: std::collections::HashMap<(u8, u32), NodeId, rustc_hash::FxBuildHasher>,
+    /// Blocks announced per prefix length (0 to 32).
+    announced_per_len: [u32; 33],
+    /// The prefix lengths with blocks, longest first: those a lookup tries.
+    announced_lens: Vec<u8>,
 }
 
 /// A block is already announced by another host.
@@ -262,7 +268,9 @@ impl Fabric {
             detections: BTreeMap::new(),
             detection_seq: 0,
             events: VecDeque::new(),
-            announced: BTreeMap::new(),
+            announced: Default::default(),
+            announced_per_len: [0; 33],
+            announced_lens: Vec::new(),
             topology,
         };
         fabric.recompute_routing();
@@ -299,18 +307,35 @@ impl Fabric {
         debug_assert_eq!(self.topology.kind(host), NodeKind::Host);
         let len = len.min(32);
         let first = u32::from(network) & prefix_mask(len);
-        let owner = self.announced.entry(len).or_default().entry(first).or_insert(host);
-        if *owner != host {
-            return Err(OverlappingBlock { network, len });
+        match self.announced.entry((len, first)) {
+            std::collections::hash_map::Entry::Occupied(owner) if *owner.get() != host => {
+                Err(OverlappingBlock { network, len })
+            }
+            std::collections::hash_map::Entry::Occupied(_) => Ok(()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(host);
+                self.count_blocks(len, true);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Stops routing the block `network/len` (announced with [`Fabric::announce`]).
     pub fn withdraw(&mut self, network: Ipv4Addr, len: u8) {
         let len = len.min(32);
-        if let Some(blocks) = self.announced.get_mut(&len) {
-            blocks.remove(&(u32::from(network) & prefix_mask(len)));
+        if self.announced.remove(&(len, u32::from(network) & prefix_mask(len))).is_some() {
+            self.count_blocks(len, false);
+        }
+    }
+
+    /// Keeps the count of blocks of length `len`, and the lengths to try, up to date.
+    fn count_blocks(&mut self, len: u8, added: bool) {
+        let count = &mut self.announced_per_len[usize::from(len)];
+        *count = if added { *count + 1 } else { *count - 1 };
+        if *count == u32::from(added) {
+            // A length gained its first block or lost its last.
+            self.announced_lens =
+                (0..=32u8).rev().filter(|&l| self.announced_per_len[usize::from(l)] > 0).collect();
         }
     }
 
@@ -319,10 +344,9 @@ impl Fabric {
     pub fn host_for(&self, address: Ipv4Addr) -> Option<NodeId> {
         self.topology.host_by_ip(address).or_else(|| {
             let address = u32::from(address);
-            self.announced
+            self.announced_lens
                 .iter()
-                .rev()
-                .find_map(|(&len, blocks)| blocks.get(&(address & prefix_mask(len))).copied())
+                .find_map(|&len| self.announced.get(&(len, address & prefix_mask(len))).copied())
         })
     }
 

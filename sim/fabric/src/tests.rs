@@ -307,6 +307,12 @@ fn announced_blocks_route_to_their_host_and_go_when_withdrawn() {
     harness.send(0, to_pod);
     assert_eq!(harness.dropped.last().map(|d| d.1), Some(DropReason::NoRoute));
     assert_eq!(harness.fabric.host_for(Ipv4Addr::new(10, 0, 1, 130)), Some(NodeId(7)));
+    // The /32 outlives its /26; once the last /32 goes, only /26s are tried.
+    assert_eq!(harness.fabric.host_for(Ipv4Addr::new(10, 0, 1, 70)), Some(NodeId(9)));
+    harness.fabric.withdraw(Ipv4Addr::new(10, 0, 1, 70), 32);
+    assert_eq!(harness.fabric.host_for(Ipv4Addr::new(10, 0, 1, 70)), None);
+    harness.fabric.announce(NodeId(9), Ipv4Addr::new(10, 0, 1, 70), 32).unwrap();
+    assert_eq!(harness.fabric.host_for(Ipv4Addr::new(10, 0, 1, 70)), Some(NodeId(9)));
 }
 
 proptest! {
