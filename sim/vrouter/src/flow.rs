@@ -337,3 +337,27 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod memory {
+    use super::*;
+
+    /// Bytes one flow costs a table: its slot, its index entry (key, slot, hashbrown's control
+    /// byte) at the index's worst load (7/8 full), and a free-list entry once it goes.
+    fn bytes_per_flow<A>() -> usize {
+        let slot = std::mem::size_of::<Option<FlowEntry<A>>>();
+        let index = (std::mem::size_of::<(FlowKey, u32)>() + 1) * 8 / 7;
+        slot + index + std::mem::size_of::<u32>()
+    }
+
+    /// The book's performance chapter states these figures; a field added to a flow entry
+    /// shows up here first.
+    #[test]
+    fn memory_per_flow_is_bounded() {
+        let overlay = bytes_per_flow::<FlowAction>();
+        let calico = bytes_per_flow::<Option<Rewrite>>();
+        println!("bytes per flow: overlay {overlay}, calico conntrack {calico}");
+        assert!(overlay <= 128, "overlay flow entry grew to {overlay} bytes");
+        assert!(calico <= 112, "conntrack entry grew to {calico} bytes");
+    }
+}
