@@ -290,8 +290,10 @@ pub(super) struct Judge {
     spread: bool,
     nat: bool,
     convergence: bool,
-    /// Oracle verdicts for (source, destination, port, protocol), valid until the cluster changes.
-    verdicts: BTreeMap<VerdictKey, Result<(), String>>,
+    /// Oracle verdicts for (source, destination, port, protocol), valid until the cluster changes;
+    /// looked up on every delivered request, never iterated.
+    #[allow(clippy::disallowed_types)]
+    verdicts: std::collections::HashMap<VerdictKey, Result<(), String>, rustc_hash::FxBuildHasher>,
     /// Open gaps: flow → (since, reason).
     open_gaps: BTreeMap<u32, (SimTime, &'static str)>,
     /// Each service flow's backend.
