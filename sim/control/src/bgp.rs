@@ -15,10 +15,33 @@
 //!
 //! Every frame is Ethernet II / IPv4 / TCP with valid checksums, carrying real RFC 4271
 //! messages ([`wire`]): OPEN, UPDATE (ORIGIN, AS_PATH, NEXT_HOP, LOCAL_PREF, and ORIGINATOR_ID /
-//! CLUSTER_LIST when reflected), KEEPALIVE, NOTIFICATION. One message per TCP segment; UPDATEs
-//! are packed to at most [`wire::UPDATE_LEN_MAX`] bytes. The transport is a minimal TCP (see
-//! `transport`): a real three-way handshake opened by the speaker with the lower router id,
-//! sequence and acknowledgment numbers, in-order delivery, go-back-N retransmission.
+//! CLUSTER_LIST when reflected), KEEPALIVE, NOTIFICATION. BGP is a byte stream: a segment carries
+//! up to [`wire::SEGMENT_LEN_MAX`] bytes, as many messages as fit, and a message may continue in
+//! the next segment; the receiver handles every whole message and keeps the start of a split
+//! one. UPDATEs carry as many prefixes of one attribute set as fit in RFC 4271's 4,096 bytes
+//! ([`wire::UPDATE_LEN_MAX`]). The transport is a minimal TCP (see `transport`): a real
+//! three-way handshake opened by the speaker with the lower router id, sequence and
+//! acknowledgment numbers, a fixed window, Nagle's algorithm, in-order delivery, go-back-N
+//! retransmission.
+//!
+//! # Sending
+//!
+//! A speaker does not queue UPDATEs per peer: when a prefix's best path changes, it computes
+//! what the prefix is exported as once (interned and kept encoded) and records the change in a
+//! journal. Each session keeps a bit per prefix for what its peer holds and one for what to look
+//! at again, reads the journal into the latter when it is about to write, and writes UPDATEs
+//! only while its connection can send: nothing in flight, or a full segment's worth. So a peer
+//! slow to acknowledge costs bits, not bytes, and the changes made meanwhile leave together, in
+//! their latest state (RFC 4271 section 9.2 allows this; BIRD does the same). A table larger
+//! than the window (a reflector syncing thousands of prefixes to a new client) simply takes
+//! several round trips.
+//!
+//! # Memory
+//!
+//! A simulation holds thousands of speakers, so the RIB (`rib`) is stored prefix by prefix,
+//! without an allocation per route: about 40 bytes per prefix with two paths (a client of two
+//! reflectors), plus 8 to 11 bytes of index. Attributes that routes share are interned per
+//! speaker.
 //!
 //! # Routing
 //!
@@ -44,6 +67,7 @@
 //! **Architecture invariant:** no clock, no I/O, no randomness, no hash-ordered iteration: the
 //! same calls give the same frames, byte for byte.
 
+mod rib;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -56,8 +80,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use netsim_core::{SimDuration, SimTime};
 
-use session::{Ctx, Peer};
-use wire::{BGP_PORT, LOCAL_PREF_DEFAULT, Origin, PathAttributes};
+use rib::Rib;
+use session::{Ctx, Peer, Scratch};
+use wire::BGP_PORT;
 
 /// A speaker's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,9 +193,6 @@ pub struct BgpCounters {
     pub ignored: u64,
     /// Segments for no connection (answered with a reset).
     pub unexpected_segments: u64,
-    /// Sessions reset because the peer left too many segments (4096) unacknowledged: the bound
-    /// on a session's send queue.
-    pub send_queue_overflows: u64,
     /// Sessions that reached Established.
     pub session_ups: u64,
     /// Established sessions that went down, for any reason.
@@ -186,15 +208,16 @@ pub struct Speaker {
     config: BgpConfig,
     down: bool,
     peers: BTreeMap<Ipv4Addr, Peer>,
-    /// Locally originated prefixes.
-    local: BTreeSet<Ipv4Net>,
-    /// The best path of every reachable prefix: the peer it came from (`None`: local) and its
-    /// attributes, as advertised to others.
-    loc_rib: BTreeMap<Ipv4Net, (Option<Ipv4Addr>, PathAttributes)>,
-    /// The routes reported through events: remote prefixes and their next hops.
-    installed: BTreeMap<Ipv4Net, Vec<Ipv4Addr>>,
-    dirty: BTreeSet<Ipv4Net>,
+    /// Every prefix known: local ones, paths from peers, best paths, exports, installed routes.
+    rib: Rib,
     sync: BTreeSet<Ipv4Addr>,
+    ready: Vec<Ipv4Addr>,
+    idle: BTreeSet<Ipv4Addr>,
+    /// Every peer's next timer, so that the speaker's is found at once.
+    timers: BTreeSet<(SimTime, Ipv4Addr)>,
+    /// Peers whose timers an input may have moved.
+    touched: Vec<Ipv4Addr>,
+    scratch: Scratch,
     transmit: VecDeque<(Ipv4Addr, Vec<u8>)>,
     events: VecDeque<RouteEvent>,
     counters: BgpCounters,
@@ -213,11 +236,13 @@ impl Speaker {
             config,
             down: false,
             peers: BTreeMap::new(),
-            local: BTreeSet::new(),
-            loc_rib: BTreeMap::new(),
-            installed: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            rib: Rib::new(),
             sync: BTreeSet::new(),
+            ready: Vec::new(),
+            idle: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            touched: Vec::new(),
+            scratch: Scratch::default(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             counters: BgpCounters::default(),
@@ -240,8 +265,10 @@ impl Speaker {
         if let Some(existing) = self.peers.get_mut(&peer) {
             if existing.client != client {
                 existing.client = client;
-                // What it gets, and where its routes are reflected to, changed: compare every
-                // Adj-RIB-Out again.
+                // What it gets, and where its routes are reflected to, changed: choose every
+                // export again and look at every prefix again for every peer (announcing again
+                // what is unchanged is harmless).
+                self.rib.mark_all_dirty();
                 let established = self.peers.values().filter(|p| p.state == SessionState::Established);
                 self.sync.extend(established.map(|p| p.addr));
                 self.flush(now);
@@ -254,6 +281,7 @@ impl Speaker {
             state.start(&mut ctx);
         }
         self.peers.insert(peer, state);
+        self.retime(peer);
     }
 
     /// Removes a peer: its session is closed with a Cease NOTIFICATION and its routes withdrawn.
@@ -262,24 +290,23 @@ impl Speaker {
         if let Some(mut state) = peers.remove(&peer) {
             let cease = wire::Notification::new(wire::Notification::PEER_DECONFIGURED);
             state.down(&mut ctx, Some(cease));
+            if let Some(at) = state.timer {
+                self.timers.remove(&(at, peer));
+            }
         }
         self.flush(now);
     }
 
     /// Announces a locally originated prefix (a Calico IPAM block) with this host as next hop.
     pub fn originate(&mut self, now: SimTime, prefix: Ipv4Net) {
-        let prefix = prefix.trunc();
-        if self.local.insert(prefix) {
-            self.dirty.insert(prefix);
+        if self.rib.set_local(prefix.trunc(), true) {
             self.flush(now);
         }
     }
 
     /// Withdraws a locally originated prefix.
     pub fn withdraw(&mut self, now: SimTime, prefix: Ipv4Net) {
-        let prefix = prefix.trunc();
-        if self.local.remove(&prefix) {
-            self.dirty.insert(prefix);
+        if self.rib.set_local(prefix.trunc(), false) {
             self.flush(now);
         }
     }
@@ -300,6 +327,7 @@ impl Speaker {
             self.counters.ignored += 1;
             return;
         }
+        self.touched.push(tcp.src);
         let (mut ctx, peers) = self.ctx(now);
         match peers.get_mut(&tcp.src) {
             Some(peer) => peer.on_segment(&mut ctx, &segment, tcp.payload),
@@ -331,7 +359,13 @@ impl Speaker {
         if self.down {
             return None;
         }
-        self.peers.values().filter_map(Peer::poll_timeout).min()
+        let next = self.timers.first().map(|&(at, _)| at);
+        debug_assert_eq!(
+            next,
+            self.peers.values().filter_map(Peer::poll_timeout).min(),
+            "timers out of date"
+        );
+        next
     }
 
     /// Fires every timer due at `now` (peers in address order).
@@ -339,12 +373,19 @@ impl Speaker {
         if self.down {
             return;
         }
+        let mut due = std::mem::take(&mut self.touched);
+        due.extend(self.timers.iter().take_while(|&&(at, _)| at <= now).map(|&(_, addr)| addr));
+        due.sort_unstable();
+        due.dedup();
         let (mut ctx, peers) = self.ctx(now);
-        for peer in peers.values_mut() {
-            if peer.poll_timeout().is_some_and(|t| t <= now) {
+        for addr in &due {
+            if let Some(peer) = peers.get_mut(addr)
+                && peer.poll_timeout().is_some_and(|t| t <= now)
+            {
                 peer.on_timeout(&mut ctx);
             }
         }
+        self.touched = due;
         self.flush(now);
     }
 
@@ -368,6 +409,7 @@ impl Speaker {
             self.transmit.clear();
         }
         self.down = down;
+        self.touched.extend(self.peers.keys().copied());
         self.flush(now);
     }
 
@@ -394,7 +436,12 @@ impl Speaker {
     /// The current routes: every remote prefix and its next hops (the Loc-RIB without local
     /// prefixes), in prefix order. Equals the sum of the events so far.
     pub fn routes(&self) -> impl Iterator<Item = (Ipv4Net, &[Ipv4Addr])> + '_ {
-        self.installed.iter().map(|(prefix, hops)| (*prefix, hops.as_slice()))
+        self.rib.routes()
+    }
+
+    /// The locally originated prefixes, in prefix order.
+    pub fn originated(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+        self.rib.locals()
     }
 
     /// A session context borrowing the speaker's parts, and the peers beside it.
@@ -404,142 +451,99 @@ impl Speaker {
             config: &self.config,
             transmit: &mut self.transmit,
             counters: &mut self.counters,
-            dirty: &mut self.dirty,
+            rib: &mut self.rib,
             sync: &mut self.sync,
+            ready: &mut self.ready,
+            idle: &mut self.idle,
+            scratch: &mut self.scratch,
         };
         (ctx, &mut self.peers)
     }
 
-    /// The attributes of a locally originated route.
-    fn local_attributes(&self) -> PathAttributes {
-        PathAttributes {
-            origin: Origin::Igp,
-            as_path: Vec::new(),
-            next_hop: self.config.router_id,
-            local_pref: Some(LOCAL_PREF_DEFAULT),
-            originator_id: None,
-            cluster_list: Vec::new(),
-        }
-    }
-
-    /// Recomputes the best paths of the dirty prefixes (emitting events), then sends every peer
-    /// the difference between what it should have and what it has.
+    /// Recomputes the best paths of the dirty prefixes (emitting events) and records those
+    /// whose export changed; then lets send every peer that may: those that just came up (with
+    /// every prefix pending), those an input concerned, and, if anything changed, the idle ones.
+    /// Busy peers read the changes when their next acknowledgment arrives.
     fn flush(&mut self, now: SimTime) {
-        // Sending can reset a session (a full send queue), which dirties its prefixes again.
-        while !self.dirty.is_empty() || !self.sync.is_empty() {
-            self.flush_once(now);
+        let mut changed = false;
+        if self.rib.has_dirty() {
+            let mut dirty = std::mem::take(&mut self.scratch.dirty);
+            self.rib.take_dirty(&mut dirty);
+            let peers = &self.peers;
+            let client = |addr: Ipv4Addr| peers.get(&addr).is_some_and(|p| p.client);
+            for &id in &dirty {
+                if self.rib.select(id, &self.config, client, &mut self.events) {
+                    self.rib.journal_push(id);
+                    changed = true;
+                }
+            }
+            self.scratch.dirty = dirty;
         }
-    }
-
-    fn flush_once(&mut self, now: SimTime) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for prefix in &dirty {
-            self.select(*prefix);
-        }
-        let sync = std::mem::take(&mut self.sync);
         if self.down {
+            self.sync.clear();
+            self.ready.clear();
+            self.retime_touched();
             return;
         }
-        let addrs: Vec<Ipv4Addr> = self.peers.keys().copied().collect();
-        for addr in addrs {
-            let peer = &self.peers[&addr];
-            if peer.state != SessionState::Established {
-                continue;
+        for addr in std::mem::take(&mut self.sync) {
+            if let Some(peer) = self.peers.get_mut(&addr)
+                && peer.state == SessionState::Established
+            {
+                peer.sync(&self.rib);
+                self.ready.push(addr);
             }
-            let mut prefixes = dirty.clone();
-            if sync.contains(&addr) {
-                prefixes.extend(self.loc_rib.keys().chain(peer.adj_rib_out.keys()));
-            }
-            let mut withdrawn = Vec::new();
-            let mut announced: BTreeMap<PathAttributes, Vec<Ipv4Net>> = BTreeMap::new();
-            let mut changes = Vec::new();
-            for prefix in prefixes {
-                let want = self.export(prefix, peer);
-                if want.as_ref() != peer.adj_rib_out.get(&prefix) {
-                    match &want {
-                        Some(attributes) => announced.entry(attributes.clone()).or_default().push(prefix),
-                        None => withdrawn.push(prefix),
-                    }
-                    changes.push((prefix, want));
-                }
-            }
+        }
+        if changed {
+            self.ready.extend(self.idle.iter().copied());
+        }
+        if !self.ready.is_empty() {
+            let mut ready = std::mem::take(&mut self.ready);
+            ready.sort_unstable();
+            ready.dedup();
             let (mut ctx, peers) = self.ctx(now);
-            // The peer is in the map: its address was just read from it.
-            let peer = peers.get_mut(&addr).expect("peer exists");
-            for (prefix, want) in changes {
-                match want {
-                    Some(attributes) => peer.adj_rib_out.insert(prefix, attributes),
-                    None => peer.adj_rib_out.remove(&prefix),
-                };
-            }
-            for update in wire::pack_updates(&withdrawn, &announced) {
-                peer.send(&mut ctx, &wire::Message::Update(update));
-            }
-        }
-    }
-
-    /// What this speaker advertises for `prefix` to `peer`, if anything (iBGP and RFC 4456 rules).
-    fn export(&self, prefix: Ipv4Net, peer: &Peer) -> Option<PathAttributes> {
-        let (from, attributes) = self.loc_rib.get(&prefix)?;
-        let Some(from) = from else { return Some(attributes.clone()) };
-        let source = self.peers.get(from)?;
-        let reflect = self.config.route_reflector && *from != peer.addr && (source.client || peer.client);
-        if !reflect {
-            return None;
-        }
-        let mut reflected = attributes.clone();
-        reflected.originator_id = reflected.originator_id.or(source.remote_id);
-        reflected.cluster_list.insert(0, self.config.router_id);
-        Some(reflected)
-    }
-
-    /// Chooses the best path of `prefix` and the next hops of its multipath set.
-    fn select(&mut self, prefix: Ipv4Net) {
-        let mut best = None;
-        let mut hops = None;
-        if self.local.contains(&prefix) {
-            best = Some((None, self.local_attributes()));
-        } else {
-            let mut candidates: Vec<_> = self
-                .peers
-                .values()
-                .filter(|p| p.state == SessionState::Established)
-                .filter_map(|p| p.adj_rib_in.get(&prefix).map(|a| (p, a)))
-                .map(|(p, a)| {
-                    let rank = (
-                        std::cmp::Reverse(a.local_pref.unwrap_or(LOCAL_PREF_DEFAULT)),
-                        a.as_path.len(),
-                        a.origin,
-                    );
-                    let originator = a.originator_id.or(p.remote_id);
-                    (rank, originator, a.cluster_list.len(), p.addr, a)
-                })
-                .collect();
-            candidates.sort();
-            if let Some(first) = candidates.first() {
-                let mut next_hops: Vec<Ipv4Addr> =
-                    candidates.iter().filter(|c| c.0 == first.0).map(|c| c.4.next_hop).collect();
-                next_hops.sort();
-                next_hops.dedup();
-                best = Some((Some(first.3), first.4.clone()));
-                hops = Some(next_hops);
-            }
-        }
-        match best {
-            Some(best) => self.loc_rib.insert(prefix, best),
-            None => self.loc_rib.remove(&prefix),
-        };
-        if self.installed.get(&prefix) != hops.as_ref() {
-            match hops {
-                Some(next_hops) => {
-                    self.installed.insert(prefix, next_hops.clone());
-                    self.events.push_back(RouteEvent::Installed { prefix, next_hops });
-                }
-                None => {
-                    self.installed.remove(&prefix);
-                    self.events.push_back(RouteEvent::Withdrawn { prefix });
+            // Sending changes no route and brings no session down: nothing comes back.
+            for addr in &ready {
+                if let Some(peer) = peers.get_mut(addr) {
+                    peer.transmit(&mut ctx);
                 }
             }
+            self.touched.extend_from_slice(&ready);
+            ready.clear();
+            self.ready = ready;
+        }
+        if self.rib.journal_full() {
+            for peer in self.peers.values_mut().filter(|p| p.state == SessionState::Established) {
+                peer.absorb(&self.rib);
+            }
+            self.rib.journal_clear();
+        }
+        self.retime_touched();
+    }
+
+    /// Brings the timers of the touched peers up to date.
+    fn retime_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for &addr in &touched {
+            self.retime(addr);
+        }
+        touched.clear();
+        self.touched = touched;
+    }
+
+    /// Brings a peer's entry in `timers` up to date.
+    fn retime(&mut self, addr: Ipv4Addr) {
+        let Some(peer) = self.peers.get_mut(&addr) else { return };
+        let at = if self.down { None } else { peer.poll_timeout() };
+        if at != peer.timer {
+            if let Some(old) = peer.timer {
+                self.timers.remove(&(old, addr));
+            }
+            if let Some(new) = at {
+                self.timers.insert((new, addr));
+            }
+            peer.timer = at;
         }
     }
 }

@@ -1,24 +1,45 @@
-//! One BGP session: the RFC 4271 finite state machine over one [`Connection`], with its timers
-//! and its peer's Adj-RIB-In and Adj-RIB-Out.
+//! One BGP session: the RFC 4271 finite state machine over one [`Connection`], with its timers,
+//! and what the peer was sent and must be sent.
 //!
 //! Who connects: the speaker with the lower router id opens the TCP connection (state
 //! `Connect`), the other only listens (state `Active`), so connections never collide. A SYN from
 //! a new source port replaces a listener's connection: the peer restarted.
+//!
+//! Routes out: the session keeps a bit per prefix for what the peer holds from us
+//! (`advertised`) and one for what to look at again (`pending`: every prefix when the session
+//! comes up, and the changes the RIB's journal records, read when the session is about to
+//! write). UPDATEs are written from the pending bits only when what is written can leave (see
+//! [`Peer::transmit`]), so a session whose peer is slow to acknowledge accumulates bits, not
+//! bytes, and a prefix that changes twice meanwhile is sent once, in its latest state (as
+//! RFC 4271 section 9.2 allows and BIRD does).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
+use std::ops::Range;
 
 use ipnet::Ipv4Net;
 use netsim_core::{SimDuration, SimTime, mix64};
 
+use super::rib::{Path, PrefixId, PrefixSet, Rib};
 use super::transport::{Connection, TcpState, reset_for};
-use super::wire::{self, BGP_PORT, Message, Notification, Open, PathAttributes, Segment, flags};
+use super::wire::{
+    self, AttributesView, BGP_PORT, Message, MessageView, Notification, Open, SEGMENT_LEN_MAX, Segment,
+    UPDATE_FIXED_LEN, UPDATE_LEN_MAX, UpdateView, flags, prefix_len_bytes,
+};
 use super::{BgpConfig, BgpCounters, SessionState};
 
 /// First source port of active opens; each attempt takes the next one (wrapping in 16384).
 const EPHEMERAL_PORT_BASE: u16 = 49_152;
-/// A session whose peer stops acknowledging is reset when this many segments wait.
-pub(super) const UNACKED_SEGMENTS_MAX: usize = 4096;
+
+/// Reusable buffers for writing UPDATEs.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Scratch {
+    withdrawn: Vec<Ipv4Net>,
+    /// (export id, prefix id) of the announcements of one batch.
+    announced: Vec<(u32, PrefixId)>,
+    /// Prefixes to choose the best path of, in one flush.
+    pub(super) dirty: Vec<PrefixId>,
+}
 
 /// What a session needs from its speaker while it handles one input.
 pub(super) struct Ctx<'a> {
@@ -26,10 +47,15 @@ pub(super) struct Ctx<'a> {
     pub(super) config: &'a BgpConfig,
     pub(super) transmit: &'a mut VecDeque<(Ipv4Addr, Vec<u8>)>,
     pub(super) counters: &'a mut BgpCounters,
-    /// Prefixes whose candidate paths changed: best paths to recompute.
-    pub(super) dirty: &'a mut BTreeSet<Ipv4Net>,
+    pub(super) rib: &'a mut Rib,
     /// Peers that just reached Established and need the full table.
     pub(super) sync: &'a mut BTreeSet<Ipv4Addr>,
+    /// Peers that may have something to send: an acknowledgment, bytes, pending prefixes
+    /// (duplicates allowed).
+    pub(super) ready: &'a mut Vec<Ipv4Addr>,
+    /// Established peers with nothing in flight: a change goes to them at once.
+    pub(super) idle: &'a mut BTreeSet<Ipv4Addr>,
+    pub(super) scratch: &'a mut Scratch,
 }
 
 impl Ctx<'_> {
@@ -57,10 +83,22 @@ pub(super) struct Peer {
     hold_deadline: Option<SimTime>,
     keepalive_deadline: Option<SimTime>,
     connect_deadline: Option<SimTime>,
-    /// Routes received from the peer and accepted (loop checks passed); empty unless Established.
-    pub(super) adj_rib_in: BTreeMap<Ipv4Net, PathAttributes>,
-    /// Routes last advertised to the peer.
-    pub(super) adj_rib_out: BTreeMap<Ipv4Net, PathAttributes>,
+    /// Prefixes the peer holds from us: announced, not withdrawn since. Empty unless
+    /// Established.
+    pub(super) advertised: PrefixSet,
+    /// Prefixes whose advertisement to the peer must be looked at again, besides the changes
+    /// in the RIB's journal from `journal_pos` on.
+    pub(super) pending: PrefixSet,
+    pub(super) journal_pos: u64,
+    /// Established with nothing in flight: in the speaker's idle set.
+    idle: bool,
+    /// The deadline the speaker's timer set holds for this peer.
+    pub(super) timer: Option<SimTime>,
+    /// The shared attributes of the peer's latest UPDATE (holding a reference): consecutive
+    /// UPDATEs usually share them.
+    shared_cache: Option<u32>,
+    /// The id after the last prefix the peer sent: where its next one probably is.
+    hint: PrefixId,
 }
 
 impl Peer {
@@ -78,8 +116,13 @@ impl Peer {
             hold_deadline: None,
             keepalive_deadline: None,
             connect_deadline: None,
-            adj_rib_in: BTreeMap::new(),
-            adj_rib_out: BTreeMap::new(),
+            advertised: PrefixSet::default(),
+            pending: PrefixSet::default(),
+            journal_pos: 0,
+            idle: false,
+            timer: None,
+            shared_cache: None,
+            hint: 0,
         }
     }
 
@@ -112,15 +155,20 @@ impl Peer {
             && conn.state == TcpState::Established
         {
             let bytes = Message::Notification(n).emit();
-            let segment = conn.send(ctx.now, ctx.config.retransmit_timeout, &bytes, true);
+            let segment = conn.close_with(&bytes);
             ctx.emit(self.addr, &segment, &bytes);
             ctx.counters.sent.notification += 1;
         }
         if self.state == SessionState::Established {
             ctx.counters.session_downs += 1;
+            // Paths are learned only while Established.
+            ctx.rib.remove_peer(self.addr);
         }
-        ctx.dirty.extend(std::mem::take(&mut self.adj_rib_in).into_keys());
-        self.adj_rib_out.clear();
+        if let Some(shared) = self.shared_cache.take() {
+            ctx.rib.release_shared(shared);
+        }
+        self.advertised.clear();
+        self.pending.clear();
         ctx.sync.remove(&self.addr);
         self.conn = None;
         self.remote_id = None;
@@ -128,6 +176,40 @@ impl Peer {
         self.keepalive_deadline = None;
         self.state = if self.active { SessionState::Idle } else { SessionState::Active };
         self.connect_deadline = self.active.then(|| ctx.now + ctx.config.connect_retry);
+        self.refresh_idle(ctx);
+    }
+
+    /// Keeps the speaker's idle set true to the session.
+    pub(super) fn refresh_idle(&mut self, ctx: &mut Ctx<'_>) {
+        let idle =
+            self.state == SessionState::Established && self.conn.as_ref().is_some_and(|c| c.in_flight() == 0);
+        if idle != self.idle {
+            self.idle = idle;
+            if idle {
+                ctx.idle.insert(self.addr);
+            } else {
+                ctx.idle.remove(&self.addr);
+            }
+        }
+    }
+
+    /// The session came up: every prefix is to be looked at.
+    pub(super) fn sync(&mut self, rib: &Rib) {
+        self.pending.insert_below(rib.len());
+        self.journal_pos = rib.journal_end();
+    }
+
+    /// Moves the changes the journal holds for this peer into its pending prefixes.
+    pub(super) fn absorb(&mut self, rib: &Rib) {
+        for &id in rib.journal_since(self.journal_pos) {
+            self.pending.insert(id);
+        }
+        self.journal_pos = rib.journal_end();
+    }
+
+    /// How many prefixes at most are waiting to be looked at.
+    fn backlog(&self, rib: &Rib) -> usize {
+        self.pending.len() + rib.journal_end().saturating_sub(self.journal_pos) as usize
     }
 
     /// Forgets the session without a word (the host failed): nothing is sent, and it stays Idle
@@ -138,33 +220,136 @@ impl Peer {
         self.connect_deadline = None;
     }
 
-    /// Sends one message on the established connection.
+    /// Writes one message (not an UPDATE: those come from the pending prefixes) on the
+    /// established connection and sends what may leave.
     pub(super) fn send(&mut self, ctx: &mut Ctx<'_>, message: &Message) {
         let Some(conn) = self.conn.as_mut() else { return };
         if conn.state != TcpState::Established {
             return;
         }
-        if conn.unacked.len() >= UNACKED_SEGMENTS_MAX {
-            ctx.counters.send_queue_overflows += 1;
-            self.down(ctx, None);
-            return;
-        }
-        let bytes = message.emit();
-        let segment = conn.send(ctx.now, ctx.config.retransmit_timeout, &bytes, false);
-        ctx.emit(self.addr, &segment, &bytes);
+        message.emit_into(conn.writer());
         let sent = &mut ctx.counters.sent;
         match message {
             Message::Open(_) => sent.open += 1,
-            Message::Update(u) => {
-                sent.update += 1;
-                ctx.counters.prefixes_announced += u.nlri.len() as u64;
-                ctx.counters.prefixes_withdrawn += u.withdrawn.len() as u64;
-            }
-            Message::Notification(_) => sent.notification += 1,
             Message::Keepalive => sent.keepalive += 1,
+            Message::Update(_) | Message::Notification(_) => {
+                unreachable!("UPDATEs come from pending prefixes, NOTIFICATIONs close the stream")
+            }
         }
+        self.wrote(ctx.now);
+        self.push(ctx);
+    }
+
+    /// A message was written: the next KEEPALIVE is due a keepalive interval from now.
+    fn wrote(&mut self, now: SimTime) {
         if self.keepalive_deadline.is_some() {
-            self.keepalive_deadline = Some(ctx.now + self.keepalive);
+            self.keepalive_deadline = Some(now + self.keepalive);
+        }
+    }
+
+    /// Sends the segments the connection lets leave now; how many.
+    fn push(&mut self, ctx: &mut Ctx<'_>) -> usize {
+        let Some(conn) = self.conn.as_mut() else { return 0 };
+        let mut sent = 0;
+        while let Some((segment, payload)) = conn.next_segment(ctx.now, ctx.config.retransmit_timeout) {
+            ctx.emit(self.addr, &segment, payload);
+            sent += 1;
+        }
+        sent
+    }
+
+    /// Sends what it can: UPDATEs for the pending prefixes while the connection takes them,
+    /// then a bare acknowledgment if no segment carried one.
+    ///
+    /// UPDATEs are written only when what is written can leave: when nothing is in flight, or
+    /// when the pending prefixes (at least 5 bytes each) fill the segment being assembled.
+    /// Otherwise the prefixes stay pending until an acknowledgment arrives, so that changes made
+    /// meanwhile are packed together (Nagle's algorithm, applied before the bytes exist).
+    pub(super) fn transmit(&mut self, ctx: &mut Ctx<'_>) {
+        if self.state == SessionState::Established {
+            loop {
+                while let Some(conn) = self.conn.as_ref()
+                    && conn.unsent() < SEGMENT_LEN_MAX
+                    && self.backlog(ctx.rib) > 0
+                    && (conn.in_flight() == 0 || conn.unsent() + 5 * self.backlog(ctx.rib) >= SEGMENT_LEN_MAX)
+                {
+                    self.absorb(ctx.rib);
+                    if self.pending.is_empty() {
+                        break;
+                    }
+                    self.write_updates(ctx);
+                }
+                if self.push(ctx) == 0 || self.backlog(ctx.rib) == 0 {
+                    break;
+                }
+            }
+        }
+        if let Some(conn) = self.conn.as_mut()
+            && conn.ack_pending
+        {
+            let ack = conn.pure_ack();
+            ctx.emit(self.addr, &ack, &[]);
+        }
+        self.refresh_idle(ctx);
+    }
+
+    /// Writes UPDATEs for a batch of pending prefixes (about an UPDATE's worth): withdrawals
+    /// first, then announcements grouped by their attributes, each UPDATE as full as
+    /// [`UPDATE_LEN_MAX`] allows.
+    fn write_updates(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(conn) = self.conn.as_mut() else { return };
+        let rib = &*ctx.rib;
+        let scratch = &mut *ctx.scratch;
+        scratch.withdrawn.clear();
+        scratch.announced.clear();
+        let mut bytes = 0;
+        let mut last_export = None;
+        while bytes < UPDATE_LEN_MAX
+            && let Some(id) = self.pending.pop_first()
+        {
+            let entry = rib.entry(id);
+            let export = rib.export_of(id).filter(|&e| rib.export(e).to(self.addr, self.client));
+            match export {
+                None => {
+                    if self.advertised.contains(id) {
+                        self.advertised.remove(id);
+                        scratch.withdrawn.push(entry.prefix);
+                        bytes += prefix_len_bytes(&entry.prefix);
+                    }
+                }
+                Some(export) => {
+                    self.advertised.insert(id);
+                    scratch.announced.push((export, id));
+                    bytes += prefix_len_bytes(&entry.prefix);
+                    if Some(export) != last_export {
+                        bytes += UPDATE_FIXED_LEN + rib.export(export).encoded.len();
+                        last_export = Some(export);
+                    }
+                }
+            }
+        }
+        let out = conn.writer();
+        let counters = &mut *ctx.counters;
+        let mut updates = 0;
+        for chunk in chunks(&scratch.withdrawn, UPDATE_FIXED_LEN, prefix_len_bytes) {
+            wire::write_update(out, chunk.iter().copied(), &[], std::iter::empty());
+            counters.prefixes_withdrawn += chunk.len() as u64;
+            updates += 1;
+        }
+        scratch.announced.sort_unstable();
+        for group in scratch.announced.chunk_by(|a, b| a.0 == b.0) {
+            let attributes = &rib.export(group[0].0).encoded;
+            let prefix = |&(_, id): &(u32, PrefixId)| rib.entry(id).prefix;
+            let fixed = UPDATE_FIXED_LEN + attributes.len();
+            for chunk in chunks(group, fixed, |a| prefix_len_bytes(&prefix(a))) {
+                wire::write_update(out, std::iter::empty(), attributes, chunk.iter().map(prefix));
+                counters.prefixes_announced += chunk.len() as u64;
+                updates += 1;
+            }
+        }
+        counters.sent.update += updates;
+        if updates > 0 {
+            self.wrote(ctx.now);
         }
     }
 
@@ -182,7 +367,7 @@ impl Peer {
             }
             return;
         };
-        let input = conn.on_segment(ctx.now, ctx.config.retransmit_timeout, segment, payload);
+        let input = conn.on_segment(ctx.now, ctx.config.retransmit_timeout, segment, payload.len());
         if input.reset {
             self.down(ctx, None);
             return;
@@ -197,17 +382,18 @@ impl Peer {
             let open = Open { asn: ctx.config.asn, hold_time_secs, router_id: ctx.config.router_id };
             self.send(ctx, &Message::Open(open));
         }
-        self.deliver(ctx);
+        self.deliver(ctx, payload, input.fresh);
         if input.closed && self.conn.is_some() {
             self.down(ctx, None);
             return;
         }
-        if let Some(conn) = self.conn.as_mut()
-            && conn.ack_pending
+        // An acknowledgment may have opened the window: whatever waits may leave now.
+        if let Some(conn) = &self.conn
+            && (conn.ack_pending || conn.unsent() > 0 || self.backlog(ctx.rib) > 0)
         {
-            let ack = conn.pure_ack();
-            ctx.emit(self.addr, &ack, &[]);
+            ctx.ready.push(self.addr);
         }
+        self.refresh_idle(ctx);
     }
 
     /// A SYN to the BGP port of this listener.
@@ -231,46 +417,74 @@ impl Peer {
         self.conn = Some(conn);
     }
 
-    /// Parses and handles every complete message in the receive buffer.
-    fn deliver(&mut self, ctx: &mut Ctx<'_>) {
-        loop {
-            let Some(conn) = self.conn.as_mut() else { return };
-            match Message::parse(&conn.rx) {
-                Ok(None) => return,
+    /// Handles every complete message of the stream's new bytes `payload[fresh]` (after what
+    /// an earlier segment left incomplete), and keeps an incomplete last one for later.
+    fn deliver(&mut self, ctx: &mut Ctx<'_>, payload: &[u8], fresh: Range<usize>) {
+        let Some(conn) = self.conn.as_mut() else { return };
+        let data = &payload[fresh];
+        if data.is_empty() {
+            return;
+        }
+        if conn.rx.is_empty() {
+            // The common case: messages read in place.
+            let used = self.handle_messages(ctx, data);
+            if let Some(conn) = self.conn.as_mut() {
+                conn.rx.extend_from_slice(&data[used..]);
+            }
+        } else {
+            let mut rx = std::mem::take(&mut conn.rx);
+            rx.extend_from_slice(data);
+            let used = self.handle_messages(ctx, &rx);
+            if let Some(conn) = self.conn.as_mut() {
+                rx.drain(..used);
+                conn.rx = rx;
+            }
+        }
+    }
+
+    /// Handles the complete messages at the start of `stream`; how many bytes they took. Stops
+    /// when the session goes down (a malformed message is answered with the NOTIFICATION RFC
+    /// 4271 prescribes).
+    fn handle_messages(&mut self, ctx: &mut Ctx<'_>, stream: &[u8]) -> usize {
+        let mut used = 0;
+        while self.conn.is_some() {
+            match MessageView::parse(&stream[used..]) {
+                Ok(None) => break,
                 Ok(Some((message, len))) => {
-                    conn.rx.drain(..len);
+                    used += len;
                     self.on_message(ctx, message);
                 }
                 Err(error) => {
                     ctx.counters.malformed += 1;
                     self.down(ctx, Some(error.notification()));
-                    return;
+                    break;
                 }
             }
         }
+        used
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, message: MessageView<'_>) {
         let received = &mut ctx.counters.received;
         match &message {
-            Message::Open(_) => received.open += 1,
-            Message::Update(_) => received.update += 1,
-            Message::Notification(_) => received.notification += 1,
-            Message::Keepalive => received.keepalive += 1,
+            MessageView::Open(_) => received.open += 1,
+            MessageView::Update(_) => received.update += 1,
+            MessageView::Notification(_) => received.notification += 1,
+            MessageView::Keepalive => received.keepalive += 1,
         }
         match (self.state, message) {
-            (_, Message::Notification(_)) => self.down(ctx, None),
-            (SessionState::OpenSent, Message::Open(open)) => self.on_open(ctx, &open),
-            (SessionState::OpenConfirm, Message::Keepalive) => {
+            (_, MessageView::Notification(_)) => self.down(ctx, None),
+            (SessionState::OpenSent, MessageView::Open(open)) => self.on_open(ctx, &open),
+            (SessionState::OpenConfirm, MessageView::Keepalive) => {
                 self.state = SessionState::Established;
                 ctx.counters.session_ups += 1;
                 ctx.sync.insert(self.addr);
                 self.restart_hold(ctx.now);
             }
-            (SessionState::Established, Message::Keepalive) => self.restart_hold(ctx.now),
-            (SessionState::Established, Message::Update(update)) => {
+            (SessionState::Established, MessageView::Keepalive) => self.restart_hold(ctx.now),
+            (SessionState::Established, MessageView::Update(update)) => {
                 self.restart_hold(ctx.now);
-                self.on_update(ctx, update);
+                self.on_update(ctx, &update);
             }
             _ => self.down(ctx, Some(Notification::new(Notification::FSM_ERROR))),
         }
@@ -303,28 +517,51 @@ impl Peer {
         self.hold_deadline = (self.hold > SimDuration::ZERO).then_some(now + self.hold);
     }
 
-    fn on_update(&mut self, ctx: &mut Ctx<'_>, update: wire::Update) {
-        for prefix in update.withdrawn {
-            if self.adj_rib_in.remove(&prefix).is_some() {
-                ctx.dirty.insert(prefix);
+    fn on_update(&mut self, ctx: &mut Ctx<'_>, update: &UpdateView<'_>) {
+        let rib = &mut *ctx.rib;
+        for prefix in update.withdrawn() {
+            if let Some(id) = rib.lookup(prefix, self.hint) {
+                rib.remove_path(id, self.addr);
+                self.hint = id + 1;
             }
         }
-        let Some(attributes) = update.attributes else { return };
+        let Some(attributes) = &update.attributes else { return };
         let config = ctx.config;
         // RFC 4456 section 8 and RFC 4271 section 9: drop what would loop.
         let looped = attributes.originator_id == Some(config.router_id)
-            || attributes.cluster_list.contains(&config.router_id)
-            || attributes.as_path.contains(&config.asn);
-        for prefix in update.nlri {
-            let changed = if looped {
-                self.adj_rib_in.remove(&prefix).is_some()
-            } else {
-                self.adj_rib_in.insert(prefix, attributes.clone()).as_ref() != Some(&attributes)
-            };
-            if changed {
-                ctx.dirty.insert(prefix);
+            || attributes.cluster_list().any(|id| id == config.router_id)
+            || attributes.as_path().any(|asn| asn == config.asn);
+        if looped {
+            for prefix in update.nlri() {
+                if let Some(id) = rib.lookup(prefix, self.hint) {
+                    rib.remove_path(id, self.addr);
+                }
             }
+            return;
         }
+        let path =
+            Path { peer: self.addr, next_hop: attributes.next_hop, shared: self.shared_id(rib, attributes) };
+        for prefix in update.nlri() {
+            let id = rib.id(prefix, self.hint);
+            rib.set_path(id, path);
+            self.hint = id + 1;
+        }
+    }
+
+    /// The interned shared attributes of `attributes`: the previous UPDATE's, most of the time.
+    fn shared_id(&mut self, rib: &mut Rib, attributes: &AttributesView<'_>) -> u32 {
+        // Established: the OPEN gave the identifier.
+        let peer_id = self.remote_id.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        if let Some(id) = self.shared_cache
+            && rib.shared(id).matches(attributes, peer_id)
+        {
+            return id;
+        }
+        let id = rib.intern_shared(attributes, peer_id); // the cache's reference
+        if let Some(old) = self.shared_cache.replace(id) {
+            rib.release_shared(old);
+        }
+        id
     }
 
     /// The session's next timer.
@@ -337,10 +574,11 @@ impl Peer {
     pub(super) fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         if let Some(conn) = self.conn.as_mut() {
-            for (segment, payload) in conn.on_timeout(now, ctx.config.retransmit_timeout) {
+            let addr = self.addr;
+            conn.on_timeout(now, ctx.config.retransmit_timeout, |segment, payload| {
                 ctx.counters.retransmissions += 1;
-                ctx.emit(self.addr, &segment, &payload);
-            }
+                ctx.emit(addr, segment, payload);
+            });
         }
         if self.hold_deadline.is_some_and(|t| t <= now) {
             ctx.counters.hold_timer_expiries += 1;
@@ -356,5 +594,26 @@ impl Peer {
                 self.start(ctx);
             }
         }
+        self.refresh_idle(ctx);
     }
+}
+
+/// Splits `items` into runs that fit an UPDATE: `fixed` bytes plus `size` of each item, at most
+/// [`UPDATE_LEN_MAX`], and at least one item per run.
+fn chunks<T>(items: &[T], fixed: usize, size: impl Fn(&T) -> usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut total = fixed;
+        let mut n = 0;
+        while n < rest.len() && (n == 0 || total + size(&rest[n]) <= UPDATE_LEN_MAX) {
+            total += size(&rest[n]);
+            n += 1;
+        }
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
 }

@@ -29,6 +29,8 @@ struct Net {
     log: Vec<(SimTime, usize, RouteEvent)>,
     /// A hash of every frame sent, to compare runs.
     hash: StableHasher,
+    /// Segments with BGP bytes sent by each speaker (retransmissions included).
+    data_segments: Vec<u64>,
 }
 
 fn host(i: usize) -> Ipv4Addr {
@@ -62,6 +64,7 @@ impl Net {
             tables: vec![BTreeMap::new(); n],
             log: Vec::new(),
             hash: StableHasher::new(),
+            data_segments: vec![0; n],
         }
     }
 
@@ -102,6 +105,9 @@ impl Net {
         while let Some((dst, frame)) = self.speakers[i].poll_transmit() {
             check_frame(&frame, host(i), dst);
             self.hash.write_bytes(&frame);
+            if !wire::parse_frame(&frame).unwrap().payload.is_empty() {
+                self.data_segments[i] += 1;
+            }
             let index = self.sent;
             self.sent += 1;
             let Some(j) = (0..self.speakers.len()).find(|&j| host(j) == dst) else { continue };
@@ -176,7 +182,7 @@ fn check_frame(frame: &[u8], src: Ipv4Addr, dst: Ipv4Addr) {
     let expected = tcp.to_header().calc_checksum_ipv4(&header, tcp.payload()).unwrap();
     assert_eq!(tcp.checksum(), expected, "TCP checksum");
     assert!(tcp.source_port() == 179 || tcp.destination_port() == 179);
-    assert!(tcp.payload().len() <= wire::UPDATE_LEN_MAX);
+    assert!(tcp.payload().len() <= wire::SEGMENT_LEN_MAX);
 }
 
 /// Every speaker of `expect` has exactly these routes.
@@ -262,13 +268,14 @@ fn reflectors_give_every_client_every_prefix() {
     }
     // What client 2 learned of client 3's block through reflector 0: RFC 4456's attributes
     // added, NEXT_HOP untouched.
-    let learned = &net.speakers[2].peers[&host(0)].adj_rib_in[&block(3)];
+    let learned = net.speakers[2].rib.path_attributes(block(3), host(0)).unwrap();
     assert_eq!(learned.next_hop, host(3));
     assert_eq!(learned.originator_id, Some(host(3)));
     assert_eq!(learned.cluster_list, vec![host(0)]);
     // Reflector 1 learned it from reflector 0 too, but prefers the client's own path.
-    assert_eq!(net.speakers[1].peers[&host(0)].adj_rib_in[&block(3)].cluster_list, vec![host(0)]);
-    assert_eq!(net.speakers[1].loc_rib[&block(3)].0, Some(host(3)));
+    let via_0 = net.speakers[1].rib.path_attributes(block(3), host(0)).unwrap();
+    assert_eq!(via_0.cluster_list, vec![host(0)]);
+    assert_eq!(net.speakers[1].rib.best_source(block(3)), Some(host(3)));
 }
 
 #[test]
@@ -420,7 +427,7 @@ fn lost_segments_are_retransmitted() {
 }
 
 #[test]
-fn a_large_table_is_split_into_small_updates() {
+fn a_large_table_goes_in_long_updates_across_segments() {
     let mut net = Net::mesh(2);
     let blocks: Vec<Ipv4Net> =
         "10.245.0.0/16".parse::<Ipv4Net>().unwrap().subnets(26).unwrap().take(600).collect();
@@ -429,15 +436,162 @@ fn a_large_table_is_split_into_small_updates() {
     }
     net.run_until(at(2_000));
     assert_eq!(net.routes(1).len(), 601); // and block 0
-    // 600 blocks of 5 bytes need several UPDATEs of at most 1400 bytes (checked per frame).
-    assert!(net.speakers[0].counters().sent.update >= 3);
+    // 601 blocks of 5 bytes with one set of attributes: a single UPDATE of 3,049 bytes, which
+    // the transport cuts into three segments (each checked to be at most 1,400 bytes).
+    let c = net.speakers[0].counters();
+    assert_eq!((c.sent.update, c.prefixes_announced), (1, 601));
+    assert_eq!(net.speakers[1].counters().received.update, 1);
+    // Withdrawn one by one at the same instant: the first leaves at once; the others wait
+    // for its acknowledgment as pending prefixes, and leave in one UPDATE.
     for b in &blocks[..300] {
         net.with(0, |s, now| s.withdraw(now, *b));
     }
     net.run_until(at(2_100));
     assert_eq!(net.routes(1).len(), 301);
+    let c = net.speakers[0].counters();
+    assert_eq!((c.sent.update, c.prefixes_withdrawn), (1 + 2, 300));
 }
 
+#[test]
+fn a_table_larger_than_the_window_syncs_without_a_reset() {
+    // Reflector 0 learns 20,000 prefixes from client 2, each with its own NEXT_HOP, so each in
+    // its own UPDATE: 1.3 MB to reflect to client 1, eighty windows' worth and five times the
+    // 4,096 segments a session could once leave unacknowledged before it was reset.
+    let mut net = Net::reflected(3, 1);
+    net.run_until(at(1_500));
+    let mut expected: BTreeMap<_, _> = [(block(0), vec![host(0)]), (block(2), vec![host(2)])].into();
+    let mut stream = Vec::new();
+    let prefixes = "10.128.0.0/9".parse::<Ipv4Net>().unwrap().subnets(27).unwrap();
+    for (i, prefix) in prefixes.take(20_000).enumerate() {
+        let next_hop = Ipv4Addr::from(0x0b00_0000 + i as u32);
+        expected.insert(prefix, vec![next_hop]);
+        let attributes = PathAttributes {
+            origin: Origin::Igp,
+            as_path: Vec::new(),
+            next_hop,
+            local_pref: Some(100),
+            originator_id: None,
+            cluster_list: Vec::new(),
+        };
+        let update = Update { withdrawn: Vec::new(), attributes: Some(attributes), nlri: vec![prefix] };
+        Message::Update(update).emit_into(&mut stream);
+    }
+    let before = net.data_segments[0];
+    for chunk in stream.chunks(wire::SEGMENT_LEN_MAX) {
+        let frame = segment_to(&net, 0, 2, chunk);
+        net.speakers[0].handle_frame(net.now, &frame);
+        net.pump(0);
+    }
+    net.run_until(at(2_500));
+    assert_eq!(net.routes(1), expected);
+    for i in 0..2 {
+        let c = net.speakers[i].counters();
+        assert_eq!((c.session_downs, c.retransmissions), (0, 0), "speaker {i}");
+    }
+    assert_eq!(net.speakers[1].counters().received.update, 20_002);
+    // 20,000 reflected UPDATEs of 63 bytes (CLUSTER_LIST and ORIGINATOR_ID added) fill about
+    // 900 segments.
+    let segments = net.data_segments[0] - before;
+    assert!((900..1_000).contains(&segments), "{segments} segments");
+}
+
+#[test]
+fn a_segment_carries_several_messages_and_a_message_spans_segments() {
+    let mut net = established_pair();
+    let update = |prefix: &str| {
+        let attributes = PathAttributes {
+            origin: Origin::Igp,
+            as_path: Vec::new(),
+            next_hop: host(1),
+            local_pref: Some(100),
+            originator_id: None,
+            cluster_list: Vec::new(),
+        };
+        let nlri = vec![prefix.parse().unwrap()];
+        Message::Update(Update { withdrawn: Vec::new(), attributes: Some(attributes), nlri }).emit()
+    };
+    // KEEPALIVE, UPDATE, UPDATE and the first 10 bytes of a third UPDATE in one segment.
+    let third = update("10.3.0.0/16");
+    let mut bytes = Message::Keepalive.emit();
+    bytes.extend(update("10.1.0.0/16"));
+    bytes.extend(update("10.2.0.0/16"));
+    bytes.extend_from_slice(&third[..10]);
+    let before = *net.speakers[0].counters();
+    let frame = segment_to(&net, 0, 1, &bytes);
+    net.speakers[0].handle_frame(net.now, &frame);
+    net.pump(0);
+    let routes = net.routes(0);
+    assert!(routes.contains_key(&"10.1.0.0/16".parse().unwrap()));
+    assert!(routes.contains_key(&"10.2.0.0/16".parse().unwrap()));
+    assert!(!routes.contains_key(&"10.3.0.0/16".parse().unwrap()));
+    let after = *net.speakers[0].counters();
+    assert_eq!(after.received.keepalive - before.received.keepalive, 1);
+    assert_eq!(after.received.update - before.received.update, 2);
+    // The rest of the third UPDATE, in two more segments.
+    for part in [&third[10..30], &third[30..]] {
+        let frame = segment_to(&net, 0, 1, part);
+        net.speakers[0].handle_frame(net.now, &frame);
+        net.pump(0);
+    }
+    assert!(net.routes(0).contains_key(&"10.3.0.0/16".parse().unwrap()));
+    let after = *net.speakers[0].counters();
+    assert_eq!((after.received.update - before.received.update, after.malformed), (3, 0));
+    assert_eq!(net.speakers[0].established_count(), 1);
+}
+
+#[test]
+fn frames_are_those_etherparse_builds() {
+    let segment = wire::Segment {
+        src_port: 49_153,
+        dst_port: 179,
+        seq: 7,
+        ack: 9,
+        flags: flags::ACK | flags::PSH,
+        window: 16_384,
+    };
+    let payload = Message::Keepalive.emit();
+    let mac = [2, 0, 0, 0, 0, 1];
+    let expected = {
+        let builder = etherparse::PacketBuilder::ethernet2(mac, [0; 6])
+            .ipv4(host(0).octets(), host(1).octets(), 64)
+            .tcp(49_153, 179, 7, 16_384)
+            .psh()
+            .ack(9);
+        let mut frame = Vec::new();
+        builder.write(&mut frame, &payload).unwrap();
+        frame
+    };
+    assert_eq!(wire::build_frame(mac, host(0), host(1), &segment, &payload), expected);
+    let syn = wire::Segment { flags: flags::SYN, ack: 0, ..segment };
+    let expected = {
+        let builder = etherparse::PacketBuilder::ethernet2(mac, [0; 6])
+            .ipv4(host(0).octets(), host(1).octets(), 64)
+            .tcp(49_153, 179, 7, 16_384)
+            .syn();
+        let mut frame = Vec::new();
+        builder.write(&mut frame, &[]).unwrap();
+        frame
+    };
+    assert_eq!(wire::build_frame(mac, host(0), host(1), &syn, &[]), expected);
+    let frame = wire::build_frame(mac, host(0), host(1), &segment, &payload);
+    let parsed = wire::parse_frame(&frame).unwrap();
+    assert_eq!((parsed.segment, parsed.payload), (segment, &payload[..]));
+}
+
+#[test]
+fn reflected_changes_share_segments() {
+    // Twenty clients come up at once: the reflectors' UPDATEs to each client (one per block)
+    // travel many to a segment.
+    let mut net = Net::reflected(22, 2);
+    net.run_until(at(2_000));
+    for i in 0..22 {
+        assert_all_blocks(&net, i, &[]);
+    }
+    let updates: u64 = net.speakers[..2].iter().map(|s| s.counters().sent.update).sum();
+    let segments: u64 = net.data_segments[..2].iter().sum();
+    assert!(updates >= 2 * 20 * 21, "{updates} updates");
+    assert!(segments * 4 < updates, "{segments} segments for {updates} updates");
+}
 #[test]
 fn removing_a_peer_closes_its_session() {
     let mut net = Net::mesh(3);
@@ -627,6 +781,29 @@ fn message() -> impl Strategy<Value = Message> {
     ]
 }
 
+/// UPDATEs about eight overlapping prefixes, from three next hops.
+fn update_stream() -> impl Strategy<Value = Vec<Update>> {
+    let prefix = (0u8..8).prop_map(|i| Ipv4Net::new(Ipv4Addr::new(10, 200, i, 0), 24).unwrap());
+    let attributes = (1u8..4, 0usize..3).prop_map(|(hop, path_len)| PathAttributes {
+        origin: Origin::Igp,
+        as_path: vec![65_001; path_len],
+        next_hop: Ipv4Addr::new(172, 16, 0, hop),
+        local_pref: Some(100),
+        originator_id: None,
+        cluster_list: Vec::new(),
+    });
+    let update = (
+        prop::collection::vec(prefix.clone(), 0..4),
+        prop::option::of(attributes),
+        prop::collection::vec(prefix, 1..4),
+    )
+        .prop_map(|(withdrawn, attributes, nlri)| {
+            let nlri = if attributes.is_some() { nlri } else { Vec::new() };
+            Update { withdrawn, attributes, nlri }
+        });
+    prop::collection::vec(update, 1..20)
+}
+
 /// Two speakers with an established session.
 fn established_pair() -> Net {
     let mut net = Net::mesh(2);
@@ -635,20 +812,122 @@ fn established_pair() -> Net {
     net
 }
 
-/// The frame speaker 1 would send next to speaker 0, with `payload` as its TCP data.
-fn segment_from_1_to_0(net: &Net, payload: &[u8]) -> Vec<u8> {
-    let conn = net.speakers[0].peers[&host(1)].conn.as_ref().unwrap();
+/// The frame speaker `from` would send next to speaker `to`, with `payload` as its TCP data.
+fn segment_to(net: &Net, to: usize, from: usize, payload: &[u8]) -> Vec<u8> {
+    let conn = net.speakers[to].peers[&host(from)].conn.as_ref().unwrap();
     let segment = wire::Segment {
         src_port: conn.remote_port,
         dst_port: conn.local_port,
         seq: conn.rcv_nxt,
         ack: conn.snd_nxt,
         flags: flags::ACK | flags::PSH,
+        window: 16_384,
     };
-    wire::build_frame([2, 0, 0, 0, 0, 1], host(1), host(0), &segment, payload)
+    wire::build_frame([2, 0, 0, 0, 0, from as u8], host(from), host(to), &segment, payload)
+}
+
+/// The frame speaker 1 would send next to speaker 0, with `payload` as its TCP data.
+fn segment_from_1_to_0(net: &Net, payload: &[u8]) -> Vec<u8> {
+    segment_to(net, 0, 1, payload)
+}
+
+/// What `wire::parse_frame` must agree with: the frame read with etherparse.
+fn parse_with_etherparse(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, wire::Segment, &[u8])> {
+    let ethernet = etherparse::Ethernet2HeaderSlice::from_slice(frame).ok()?;
+    if ethernet.ether_type() != etherparse::EtherType::IPV4 {
+        return None;
+    }
+    let ip = etherparse::Ipv4Slice::from_slice(&frame[ethernet.slice().len()..]).ok()?;
+    let header = ip.header();
+    if ip.is_payload_fragmented() || ip.payload_ip_number() != etherparse::IpNumber::TCP {
+        return None;
+    }
+    if netsim_core::checksum::ones_complement_sum(header.slice()) != 0xffff {
+        return None;
+    }
+    let bytes = ip.payload().payload;
+    let tcp = etherparse::TcpSlice::from_slice(bytes).ok()?;
+    let checksum = tcp.to_header().calc_checksum_ipv4(&header.to_header(), tcp.payload()).ok()?;
+    if checksum != tcp.checksum() {
+        return None;
+    }
+    let flags = [
+        (tcp.fin(), flags::FIN),
+        (tcp.syn(), flags::SYN),
+        (tcp.rst(), flags::RST),
+        (tcp.psh(), flags::PSH),
+        (tcp.ack(), flags::ACK),
+    ]
+    .iter()
+    .filter(|(set, _)| *set)
+    .fold(0, |acc, (_, bit)| acc | bit);
+    let segment = wire::Segment {
+        src_port: tcp.source_port(),
+        dst_port: tcp.destination_port(),
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        flags,
+        window: tcp.window_size(),
+    };
+    Some((header.source_addr(), header.destination_addr(), segment, tcp.payload()))
 }
 
 proptest! {
+    /// Frames, intact or damaged, read the same by hand and with etherparse.
+    #[test]
+    fn frames_parse_as_etherparse_reads_them(payload in prop::collection::vec(any::<u8>(), 0..1400),
+                                             seq in any::<u32>(), ack in any::<u32>(), flag_bits in 0u8..32, window in any::<u16>(),
+                                             flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+                                             cut in any::<prop::sample::Index>()) {
+        let segment = wire::Segment { src_port: 179, dst_port: 50_000, seq, ack, flags: flag_bits, window };
+        let mut frame = wire::build_frame([2, 0, 0, 0, 0, 1], host(1), host(0), &segment, &payload);
+        let whole = frame.len();
+        for (index, value) in flips {
+            let i = index.index(frame.len());
+            frame[i] = value;
+        }
+        if cut.index(4) == 0 {
+            frame.truncate(cut.index(whole + 1));
+        }
+        let ours = wire::parse_frame(&frame).ok().map(|t| (t.src, t.dst, t.segment, t.payload));
+        let theirs = parse_with_etherparse(&frame);
+        prop_assert_eq!(ours, theirs);
+    }
+
+    /// UPDATEs from a peer, their byte stream cut anywhere into segments: the routes are those
+    /// a reference model of the UPDATEs gives.
+    #[test]
+    fn a_stream_cut_anywhere_gives_the_same_routes(updates in update_stream(),
+                                                  cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12)) {
+        let mut net = established_pair();
+        let mut model: BTreeMap<Ipv4Net, Vec<Ipv4Addr>> = [(block(1), vec![host(1)])].into();
+        let mut stream = Vec::new();
+        for update in &updates {
+            for prefix in &update.withdrawn {
+                model.remove(prefix);
+            }
+            if let Some(attributes) = &update.attributes {
+                for prefix in &update.nlri {
+                    model.insert(*prefix, vec![attributes.next_hop]);
+                }
+            }
+            Message::Update(update.clone()).emit_into(&mut stream);
+        }
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len())).collect();
+        cuts.extend([0, stream.len()]);
+        cuts.sort_unstable();
+        cuts.dedup();
+        for pair in cuts.windows(2) {
+            let frame = segment_to(&net, 0, 1, &stream[pair[0]..pair[1]]);
+            net.speakers[0].handle_frame(net.now, &frame);
+            net.pump(0);
+        }
+        prop_assert_eq!(net.routes(0), model);
+        let c = net.speakers[0].counters();
+        prop_assert_eq!((c.malformed, c.session_downs), (0, 0));
+        prop_assert_eq!(c.received.update, updates.len() as u64 + 1);
+    }
+
     #[test]
     fn messages_round_trip(message in message()) {
         let bytes = message.emit();

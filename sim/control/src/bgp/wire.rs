@@ -6,7 +6,6 @@
 //! nothing here panics on input. Emitting is the exact inverse for every message this module can
 //! represent: `parse(emit(m)) == m`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -19,8 +18,12 @@ pub const BGP_PORT: u16 = 179;
 pub const HEADER_LEN: usize = 19;
 /// The largest message RFC 4271 allows.
 pub const MESSAGE_LEN_MAX: usize = 4096;
-/// The largest UPDATE this speaker builds, so that one message fits one small TCP segment.
-pub const UPDATE_LEN_MAX: usize = 1400;
+/// The largest UPDATE this speaker builds: RFC 4271's maximum. The transport cuts the byte
+/// stream into segments of at most [`SEGMENT_LEN_MAX`] bytes, so a long UPDATE spans several.
+pub const UPDATE_LEN_MAX: usize = MESSAGE_LEN_MAX;
+/// The most BGP bytes one TCP segment carries (the MSS the transport uses): a segment fits any
+/// underlay MTU of 1440 bytes or more. A segment carries as many messages as fit.
+pub const SEGMENT_LEN_MAX: usize = 1400;
 /// LOCAL_PREF of locally originated routes (BIRD's and RFC 4271's customary default).
 pub const LOCAL_PREF_DEFAULT: u32 = 100;
 
@@ -223,11 +226,126 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl Message {
+/// A message borrowed from the bytes it was read from: what a session handles, without copying
+/// an UPDATE's prefixes or attributes. [`MessageView::to_owned`] gives the [`Message`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageView<'a> {
+    /// An OPEN.
+    Open(Open),
+    /// An UPDATE, validated.
+    Update(UpdateView<'a>),
+    /// A NOTIFICATION.
+    Notification(Notification),
+    /// A KEEPALIVE.
+    Keepalive,
+}
+
+/// A validated UPDATE over its bytes: every prefix and attribute was checked when it was parsed,
+/// so reading it cannot fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateView<'a> {
+    withdrawn: &'a [u8],
+    /// The path of the NLRI; `None` exactly when there is no NLRI.
+    pub attributes: Option<AttributesView<'a>>,
+    nlri: &'a [u8],
+}
+
+/// Validated path attributes over their bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttributesView<'a> {
+    /// ORIGIN.
+    pub origin: Origin,
+    /// AS_PATH: AS_SEQUENCE segments, each checked.
+    as_path: &'a [u8],
+    /// NEXT_HOP.
+    pub next_hop: Ipv4Addr,
+    /// LOCAL_PREF.
+    pub local_pref: Option<u32>,
+    /// ORIGINATOR_ID.
+    pub originator_id: Option<Ipv4Addr>,
+    /// CLUSTER_LIST: a multiple of 4 bytes.
+    cluster_list: &'a [u8],
+}
+
+/// The prefixes of a validated withdrawn-routes or NLRI field, in order.
+#[derive(Clone, Debug)]
+pub struct Prefixes<'a> {
+    bytes: &'a [u8],
+}
+
+impl Iterator for Prefixes<'_> {
+    type Item = Ipv4Net;
+
+    fn next(&mut self) -> Option<Ipv4Net> {
+        let (&len, rest) = self.bytes.split_first()?;
+        // Validated when the UPDATE was parsed: len <= 32 and its octets are present.
+        let n = usize::from(len).div_ceil(8);
+        let mut addr = [0u8; 4];
+        addr[..n].copy_from_slice(&rest[..n]);
+        self.bytes = &rest[n..];
+        let net = Ipv4Net::new(Ipv4Addr::from(addr), len).expect("prefix length validated");
+        Some(net.trunc())
+    }
+}
+
+impl<'a> UpdateView<'a> {
+    /// The withdrawn routes.
+    pub fn withdrawn(&self) -> Prefixes<'a> {
+        Prefixes { bytes: self.withdrawn }
+    }
+
+    /// The announced prefixes (NLRI).
+    pub fn nlri(&self) -> Prefixes<'a> {
+        Prefixes { bytes: self.nlri }
+    }
+
+    /// The owned UPDATE.
+    pub fn to_owned(&self) -> Update {
+        Update {
+            withdrawn: self.withdrawn().collect(),
+            attributes: self.attributes.as_ref().map(AttributesView::to_owned),
+            nlri: self.nlri().collect(),
+        }
+    }
+}
+
+impl<'a> AttributesView<'a> {
+    /// The AS numbers of the AS_PATH, in order.
+    pub fn as_path(&self) -> impl Iterator<Item = u16> + 'a {
+        let mut bytes = self.as_path;
+        std::iter::from_fn(move || {
+            // Validated: each segment is (type, count >= 1, 2 * count bytes).
+            let (&count, rest) = bytes.get(1..)?.split_first()?;
+            let (asns, rest) = rest.split_at(2 * usize::from(count));
+            bytes = rest;
+            Some(asns.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])))
+        })
+        .flatten()
+    }
+
+    /// The CLUSTER_LIST's cluster ids, latest first.
+    pub fn cluster_list(&self) -> impl Iterator<Item = Ipv4Addr> + 'a {
+        self.cluster_list.chunks_exact(4).map(|v| Ipv4Addr::new(v[0], v[1], v[2], v[3]))
+    }
+
+    /// The owned attributes.
+    pub fn to_owned(&self) -> PathAttributes {
+        PathAttributes {
+            origin: self.origin,
+            as_path: self.as_path().collect(),
+            next_hop: self.next_hop,
+            local_pref: self.local_pref,
+            originator_id: self.originator_id,
+            cluster_list: self.cluster_list().collect(),
+        }
+    }
+}
+
+impl<'a> MessageView<'a> {
     /// Parses the first message of `stream`: `Ok(None)` if more bytes are needed, else the
     /// message and how many bytes it took. A header error leaves the stream unusable (BGP closes
     /// the session); a body error comes after the length was checked.
-    pub fn parse(stream: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+    pub fn parse(stream: &'a [u8]) -> Result<Option<(MessageView<'a>, usize)>, WireError> {
         let Some(header) = stream.get(..HEADER_LEN) else { return Ok(None) };
         if header[..16].iter().any(|&b| b != 0xff) {
             return Err(WireError::BadMarker);
@@ -248,22 +366,56 @@ impl Message {
         let Some(body) = stream.get(HEADER_LEN..len) else { return Ok(None) };
         let mut r = Reader { bytes: body };
         let message = match kind {
-            TYPE_OPEN => Message::Open(parse_open(&mut r, len16)?),
-            TYPE_UPDATE => Message::Update(parse_update(&mut r, len16)?),
+            TYPE_OPEN => MessageView::Open(parse_open(&mut r, len16)?),
+            TYPE_UPDATE => MessageView::Update(parse_update(&mut r)?),
             TYPE_NOTIFICATION => {
                 let bad = WireError::BadLength(len16);
                 let code = r.u8(bad.clone())?;
                 let subcode = r.u8(bad)?;
-                Message::Notification(Notification { code, subcode, data: r.bytes.to_vec() })
+                MessageView::Notification(Notification { code, subcode, data: r.bytes.to_vec() })
             }
-            _ => Message::Keepalive,
+            _ => MessageView::Keepalive,
         };
         Ok(Some((message, len)))
     }
 
+    /// The owned message.
+    pub fn to_owned(&self) -> Message {
+        match self {
+            MessageView::Open(open) => Message::Open(open.clone()),
+            MessageView::Update(update) => Message::Update(update.to_owned()),
+            MessageView::Notification(n) => Message::Notification(n.clone()),
+            MessageView::Keepalive => Message::Keepalive,
+        }
+    }
+}
+
+impl Message {
+    /// Parses the first message of `stream`, as [`MessageView::parse`] does, into an owned
+    /// message.
+    pub fn parse(stream: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+        Ok(MessageView::parse(stream)?.map(|(view, len)| (view.to_owned(), len)))
+    }
+
     /// The message's bytes, header included.
     pub fn emit(&self) -> Vec<u8> {
-        let mut out = vec![0xff; 16];
+        let mut out = Vec::new();
+        self.emit_into(&mut out);
+        out
+    }
+
+    /// Appends the message's bytes to `out`.
+    pub fn emit_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Message::Update(update) => {
+                let attributes = update.attributes.as_ref().map(encode_attributes).unwrap_or_default();
+                write_update(out, update.withdrawn.iter().copied(), &attributes, update.nlri.iter().copied());
+                return;
+            }
+            Message::Open(_) | Message::Notification(_) | Message::Keepalive => {}
+        }
+        let start = out.len();
+        out.extend_from_slice(&[0xff; 16]);
         out.extend_from_slice(&[0, 0, self.type_code()]);
         match self {
             Message::Open(open) => {
@@ -273,25 +425,13 @@ impl Message {
                 out.extend_from_slice(&open.router_id.octets());
                 out.push(0); // no optional parameters
             }
-            Message::Update(update) => {
-                let withdrawn = encode_prefixes(&update.withdrawn);
-                out.extend_from_slice(&(withdrawn.len() as u16).to_be_bytes());
-                out.extend_from_slice(&withdrawn);
-                let attributes = update.attributes.as_ref().map(encode_attributes).unwrap_or_default();
-                out.extend_from_slice(&(attributes.len() as u16).to_be_bytes());
-                out.extend_from_slice(&attributes);
-                out.extend_from_slice(&encode_prefixes(&update.nlri));
-            }
             Message::Notification(n) => {
                 out.extend_from_slice(&[n.code, n.subcode]);
                 out.extend_from_slice(&n.data);
             }
-            Message::Keepalive => {}
+            Message::Update(_) | Message::Keepalive => {}
         }
-        debug_assert!(out.len() <= MESSAGE_LEN_MAX, "message of {} bytes", out.len());
-        let len = (out.len() as u16).to_be_bytes();
-        out[16..18].copy_from_slice(&len);
-        out
+        finish_message(out, start);
     }
 
     fn type_code(&self) -> u8 {
@@ -303,6 +443,41 @@ impl Message {
         }
     }
 }
+
+/// Writes the length of the message that starts at `start` and ends `out`.
+fn finish_message(out: &mut [u8], start: usize) {
+    let len = out.len() - start;
+    debug_assert!(len <= MESSAGE_LEN_MAX, "message of {len} bytes");
+    out[start + 16..start + 18].copy_from_slice(&(len as u16).to_be_bytes());
+}
+
+/// Appends one UPDATE: `withdrawn`, then the path attributes already encoded (empty when there
+/// is no NLRI) and the NLRI. The caller keeps it within [`UPDATE_LEN_MAX`] bytes: 23 bytes,
+/// plus the attributes, plus [`prefix_len_bytes`] per prefix.
+pub fn write_update(
+    out: &mut Vec<u8>,
+    withdrawn: impl IntoIterator<Item = Ipv4Net>,
+    attributes: &[u8],
+    nlri: impl IntoIterator<Item = Ipv4Net>,
+) {
+    let start = out.len();
+    out.extend_from_slice(&[0xff; 16]);
+    out.extend_from_slice(&[0, 0, TYPE_UPDATE, 0, 0]);
+    for p in withdrawn {
+        push_prefix(out, p);
+    }
+    let withdrawn_len = (out.len() - start - HEADER_LEN - 2) as u16;
+    out[start + HEADER_LEN..start + HEADER_LEN + 2].copy_from_slice(&withdrawn_len.to_be_bytes());
+    out.extend_from_slice(&(attributes.len() as u16).to_be_bytes());
+    out.extend_from_slice(attributes);
+    for p in nlri {
+        push_prefix(out, p);
+    }
+    finish_message(out, start);
+}
+
+/// The bytes of an UPDATE besides its attributes and prefixes: header and two length fields.
+pub const UPDATE_FIXED_LEN: usize = HEADER_LEN + 4;
 
 impl fmt::Display for Message {
     /// One line, tcpdump style: `OPEN as 64512 hold 3 id 10.0.0.1`.
@@ -344,19 +519,21 @@ fn parse_open(r: &mut Reader<'_>, len: u16) -> Result<Open, WireError> {
     Ok(Open { asn, hold_time_secs, router_id })
 }
 
-fn parse_update(r: &mut Reader<'_>, _len: u16) -> Result<Update, WireError> {
+fn parse_update<'a>(r: &mut Reader<'a>) -> Result<UpdateView<'a>, WireError> {
     let malformed = || WireError::MalformedAttributeList;
     let withdrawn_len = usize::from(r.u16(malformed())?);
-    let withdrawn = parse_prefixes(r.take(withdrawn_len, malformed())?)?;
+    let withdrawn = r.take(withdrawn_len, malformed())?;
+    check_prefixes(withdrawn)?;
     let attributes_len = usize::from(r.u16(malformed())?);
     let attribute_bytes = r.take(attributes_len, malformed())?;
-    let nlri = parse_prefixes(r.bytes)?;
+    let nlri = r.bytes;
+    check_prefixes(nlri)?;
     let attributes = parse_attributes(attribute_bytes, !nlri.is_empty())?;
-    Ok(Update { withdrawn, attributes, nlri })
+    Ok(UpdateView { withdrawn, attributes, nlri })
 }
 
 /// Parses the path attributes; they are required (and returned) only when the UPDATE has NLRI.
-fn parse_attributes(bytes: &[u8], needed: bool) -> Result<Option<PathAttributes>, WireError> {
+fn parse_attributes(bytes: &[u8], needed: bool) -> Result<Option<AttributesView<'_>>, WireError> {
     let mut r = Reader { bytes };
     let mut seen = [false; 256];
     let mut origin = None;
@@ -364,7 +541,7 @@ fn parse_attributes(bytes: &[u8], needed: bool) -> Result<Option<PathAttributes>
     let mut next_hop = None;
     let mut local_pref = None;
     let mut originator_id = None;
-    let mut cluster_list = Vec::new();
+    let mut cluster_list: &[u8] = &[];
     while !r.bytes.is_empty() {
         let malformed = || WireError::MalformedAttributeList;
         let flags = r.u8(malformed())?;
@@ -399,7 +576,10 @@ fn parse_attributes(bytes: &[u8], needed: bool) -> Result<Option<PathAttributes>
                     other => return Err(WireError::InvalidOrigin(other)),
                 });
             }
-            ATTR_AS_PATH => as_path = Some(parse_as_path(value)?),
+            ATTR_AS_PATH => {
+                check_as_path(value)?;
+                as_path = Some(value);
+            }
             ATTR_NEXT_HOP => {
                 exact(4)?;
                 next_hop = Some(addr(value));
@@ -417,7 +597,7 @@ fn parse_attributes(bytes: &[u8], needed: bool) -> Result<Option<PathAttributes>
                 if value.len() % 4 != 0 {
                     return Err(WireError::AttributeLength(kind));
                 }
-                cluster_list = value.chunks_exact(4).map(addr).collect();
+                cluster_list = value;
             }
             _ if flags & FLAG_OPTIONAL == 0 => return Err(WireError::UnrecognizedWellKnown(kind)),
             _ => {} // an optional attribute we do not use (MED, AGGREGATOR, communities...)
@@ -429,54 +609,44 @@ fn parse_attributes(bytes: &[u8], needed: bool) -> Result<Option<PathAttributes>
     let origin = origin.ok_or(WireError::MissingWellKnown(ATTR_ORIGIN))?;
     let as_path = as_path.ok_or(WireError::MissingWellKnown(ATTR_AS_PATH))?;
     let next_hop = next_hop.ok_or(WireError::MissingWellKnown(ATTR_NEXT_HOP))?;
-    Ok(Some(PathAttributes { origin, as_path, next_hop, local_pref, originator_id, cluster_list }))
+    Ok(Some(AttributesView { origin, as_path, next_hop, local_pref, originator_id, cluster_list }))
 }
 
-fn parse_as_path(bytes: &[u8]) -> Result<Vec<u16>, WireError> {
+/// Checks an AS_PATH: AS_SEQUENCE segments of at least one AS each.
+fn check_as_path(bytes: &[u8]) -> Result<(), WireError> {
     let mut r = Reader { bytes };
-    let mut path = Vec::new();
     while !r.bytes.is_empty() {
         let kind = r.u8(WireError::MalformedAsPath)?;
         let count = usize::from(r.u8(WireError::MalformedAsPath)?);
         if kind != AS_SEQUENCE || count == 0 {
             return Err(WireError::MalformedAsPath);
         }
-        let asns = r.take(2 * count, WireError::MalformedAsPath)?;
-        path.extend(asns.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])));
+        r.take(2 * count, WireError::MalformedAsPath)?;
     }
-    Ok(path)
+    Ok(())
 }
 
-fn parse_prefixes(bytes: &[u8]) -> Result<Vec<Ipv4Net>, WireError> {
+/// Checks a withdrawn-routes or NLRI field: prefixes of at most 32 bits, none cut short.
+fn check_prefixes(bytes: &[u8]) -> Result<(), WireError> {
     let mut r = Reader { bytes };
-    let mut prefixes = Vec::new();
     while !r.bytes.is_empty() {
         let len = r.u8(WireError::InvalidNetwork)?;
         if len > 32 {
             return Err(WireError::InvalidNetwork);
         }
-        let octets = r.take(usize::from(len).div_ceil(8), WireError::InvalidNetwork)?;
-        let mut addr = [0u8; 4];
-        addr[..octets.len()].copy_from_slice(octets);
-        // len <= 32 was checked: the prefix is valid.
-        let net = Ipv4Net::new(Ipv4Addr::from(addr), len).expect("prefix length checked");
-        prefixes.push(net.trunc());
+        r.take(usize::from(len).div_ceil(8), WireError::InvalidNetwork)?;
     }
-    Ok(prefixes)
+    Ok(())
 }
 
 /// Encoded size of one prefix: its length byte and the octets that hold its bits.
-fn prefix_len_bytes(prefix: &Ipv4Net) -> usize {
+pub fn prefix_len_bytes(prefix: &Ipv4Net) -> usize {
     1 + usize::from(prefix.prefix_len()).div_ceil(8)
 }
 
-fn encode_prefixes(prefixes: &[Ipv4Net]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for p in prefixes {
-        out.push(p.prefix_len());
-        out.extend_from_slice(&p.network().octets()[..prefix_len_bytes(p) - 1]);
-    }
-    out
+fn push_prefix(out: &mut Vec<u8>, p: Ipv4Net) {
+    out.push(p.prefix_len());
+    out.extend_from_slice(&p.network().octets()[..prefix_len_bytes(&p) - 1]);
 }
 
 fn push_attribute(out: &mut Vec<u8>, flags: u8, kind: u8, value: &[u8]) {
@@ -489,8 +659,8 @@ fn push_attribute(out: &mut Vec<u8>, flags: u8, kind: u8, value: &[u8]) {
     out.extend_from_slice(value);
 }
 
-/// The attributes in type-code order, as RFC 4271 recommends.
-fn encode_attributes(a: &PathAttributes) -> Vec<u8> {
+/// The path attributes' bytes in type-code order, as RFC 4271 recommends.
+pub fn encode_attributes(a: &PathAttributes) -> Vec<u8> {
     let mut out = Vec::new();
     let origin = match a.origin {
         Origin::Igp => 0,
@@ -516,51 +686,6 @@ fn encode_attributes(a: &PathAttributes) -> Vec<u8> {
         push_attribute(&mut out, FLAG_OPTIONAL, ATTR_CLUSTER_LIST, &list);
     }
     out
-}
-
-/// Packs withdrawals and announcements (grouped by their attributes) into as few UPDATEs as fit
-/// in [`UPDATE_LEN_MAX`] bytes each: withdrawals first, then one run of UPDATEs per attribute set.
-pub fn pack_updates(
-    withdrawn: &[Ipv4Net],
-    announced: &BTreeMap<PathAttributes, Vec<Ipv4Net>>,
-) -> Vec<Update> {
-    const FIXED: usize = HEADER_LEN + 4; // the header and the two length fields
-    let mut updates = Vec::new();
-    let mut chunk = Vec::new();
-    let mut size = FIXED;
-    for p in withdrawn {
-        if size + prefix_len_bytes(p) > UPDATE_LEN_MAX {
-            updates.push(Update {
-                withdrawn: std::mem::take(&mut chunk),
-                attributes: None,
-                nlri: Vec::new(),
-            });
-            size = FIXED;
-        }
-        size += prefix_len_bytes(p);
-        chunk.push(*p);
-    }
-    if !chunk.is_empty() {
-        updates.push(Update { withdrawn: chunk, attributes: None, nlri: Vec::new() });
-    }
-    for (attributes, prefixes) in announced {
-        let base = FIXED + encode_attributes(attributes).len();
-        let mut chunk = Vec::new();
-        let mut size = base;
-        for p in prefixes {
-            if size + prefix_len_bytes(p) > UPDATE_LEN_MAX && !chunk.is_empty() {
-                let nlri = std::mem::take(&mut chunk);
-                updates.push(Update { withdrawn: Vec::new(), attributes: Some(attributes.clone()), nlri });
-                size = base;
-            }
-            size += prefix_len_bytes(p);
-            chunk.push(*p);
-        }
-        if !chunk.is_empty() {
-            updates.push(Update { withdrawn: Vec::new(), attributes: Some(attributes.clone()), nlri: chunk });
-        }
-    }
-    updates
 }
 
 /// TCP flag bits, as in the header.
@@ -590,6 +715,8 @@ pub struct Segment {
     pub ack: u32,
     /// [`flags`] bits.
     pub flags: u8,
+    /// The receive window the sender advertises, in bytes.
+    pub window: u16,
 }
 
 impl Segment {
@@ -629,83 +756,109 @@ pub struct TcpFrame<'a> {
     pub payload: &'a [u8],
 }
 
-/// The receive window every segment advertises (the transport has no flow control).
-const WINDOW: u16 = 65_535;
+const ETHERNET_LEN: usize = 14;
+const IPV4_LEN: usize = 20;
+const TCP_LEN: usize = 20;
 
 /// Builds an Ethernet II / IPv4 / TCP frame; the destination MAC is zero (the fabric rewrites
-/// MACs hop by hop).
+/// MACs hop by hop). IPv4 with don't-fragment, TTL 64, identification 0; TCP without options.
 pub fn build_frame(mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, s: &Segment, payload: &[u8]) -> Vec<u8> {
-    let mut builder = etherparse::PacketBuilder::ethernet2(mac, [0; 6])
-        .ipv4(src.octets(), dst.octets(), 64)
-        .tcp(s.src_port, s.dst_port, s.seq, WINDOW);
-    if s.has(flags::FIN) {
-        builder = builder.fin();
-    }
-    if s.has(flags::SYN) {
-        builder = builder.syn();
-    }
-    if s.has(flags::RST) {
-        builder = builder.rst();
-    }
-    if s.has(flags::PSH) {
-        builder = builder.psh();
-    }
-    if s.has(flags::ACK) {
-        builder = builder.ack(s.ack);
-    }
-    let mut frame = Vec::with_capacity(builder.size(payload.len()));
-    // Payloads are bounded by UPDATE_LEN_MAX / MESSAGE_LEN_MAX, far below the IPv4 limit.
-    builder.write(&mut frame, payload).expect("a bounded segment builds");
+    // Written by hand rather than with etherparse's builder, whose by-value steps copy the
+    // whole builder at each step (byte-identical output, see the tests).
+    let headers = ETHERNET_LEN + IPV4_LEN + TCP_LEN;
+    let mut frame = Vec::with_capacity(headers + payload.len());
+    frame.resize(headers, 0);
+    frame[6..12].copy_from_slice(&mac);
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = ETHERNET_LEN;
+    // Payloads are bounded by a segment or a message, far below the IPv4 limit.
+    let ip_len = (IPV4_LEN + TCP_LEN + payload.len()) as u16;
+    frame[ip] = 0x45;
+    frame[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
+    frame[ip + 6] = 0x40; // don't fragment
+    frame[ip + 8] = 64;
+    frame[ip + 9] = 6;
+    frame[ip + 12..ip + 16].copy_from_slice(&src.octets());
+    frame[ip + 16..ip + 20].copy_from_slice(&dst.octets());
+    let ip_checksum = checksum::finish(checksum::ones_complement_sum(&frame[ip..ip + IPV4_LEN]));
+    frame[ip + 10..ip + 12].copy_from_slice(&ip_checksum.to_be_bytes());
+    let tcp = ip + IPV4_LEN;
+    frame[tcp..tcp + 2].copy_from_slice(&s.src_port.to_be_bytes());
+    frame[tcp + 2..tcp + 4].copy_from_slice(&s.dst_port.to_be_bytes());
+    frame[tcp + 4..tcp + 8].copy_from_slice(&s.seq.to_be_bytes());
+    let ack = if s.has(flags::ACK) { s.ack } else { 0 };
+    frame[tcp + 8..tcp + 12].copy_from_slice(&ack.to_be_bytes());
+    frame[tcp + 12] = 5 << 4;
+    frame[tcp + 13] = s.flags;
+    frame[tcp + 14..tcp + 16].copy_from_slice(&s.window.to_be_bytes());
+    frame.extend_from_slice(payload);
+    let tcp_len = (TCP_LEN + payload.len()) as u64;
+    let pseudo = checksum::sum_words(&frame[ip + 12..ip + 20], 6 + tcp_len);
+    let sum = checksum::finish(checksum::fold(sum_words(&frame[tcp..], pseudo)));
+    frame[tcp + 16..tcp + 18].copy_from_slice(&sum.to_be_bytes());
     frame
+}
+
+/// [`checksum::sum_words`], four bytes at a time: a 32-bit big-endian word is two 16-bit words,
+/// and the ones'-complement fold takes its high half back to the low one.
+fn sum_words(bytes: &[u8], mut acc: u64) -> u64 {
+    let mut words = bytes.chunks_exact(4);
+    for w in &mut words {
+        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    checksum::sum_words(words.remainder(), acc)
 }
 
 /// Reads an Ethernet II / IPv4 / TCP frame, verifying both checksums.
 pub fn parse_frame(frame: &[u8]) -> Result<TcpFrame<'_>, FrameError> {
-    let ethernet = etherparse::Ethernet2HeaderSlice::from_slice(frame).map_err(|_| FrameError::Truncated)?;
-    if ethernet.ether_type() != etherparse::EtherType::IPV4 {
+    // Read by hand, every length checked before use (a test compares with etherparse).
+    let ether_type = frame.get(12..ETHERNET_LEN).ok_or(FrameError::Truncated)?;
+    if ether_type != [0x08, 0x00] {
         return Err(FrameError::NotIpv4);
     }
-    let rest = frame.get(ethernet.slice().len()..).ok_or(FrameError::Truncated)?;
-    let ip = etherparse::Ipv4Slice::from_slice(rest).map_err(|_| FrameError::Truncated)?;
-    let header = ip.header();
-    if ip.is_payload_fragmented() {
+    let ip = &frame[ETHERNET_LEN..];
+    if ip.len() < IPV4_LEN || ip[0] >> 4 != 4 {
+        return Err(FrameError::Truncated);
+    }
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if header_len < IPV4_LEN || total_len < header_len || total_len > ip.len() {
+        return Err(FrameError::Truncated);
+    }
+    let more_fragments = ip[6] & 0x20 != 0;
+    let offset = u16::from_be_bytes([ip[6] & 0x1f, ip[7]]);
+    if more_fragments || offset != 0 {
         return Err(FrameError::NotIpv4);
     }
-    if ip.payload_ip_number() != etherparse::IpNumber::TCP {
+    if ip[9] != 6 {
         return Err(FrameError::NotTcp);
     }
-    if checksum::ones_complement_sum(header.slice()) != 0xffff {
+    if checksum::ones_complement_sum(&ip[..header_len]) != 0xffff {
         return Err(FrameError::BadChecksum);
     }
-    let bytes = ip.payload().payload;
-    let tcp = etherparse::TcpSlice::from_slice(bytes).map_err(|_| FrameError::Truncated)?;
-    let (src, dst) = (header.source_addr(), header.destination_addr());
-    let Ok(tcp_len) = u16::try_from(bytes.len()) else { return Err(FrameError::Truncated) };
-    let mut pseudo = [0u8; 12];
-    pseudo[..4].copy_from_slice(&src.octets());
-    pseudo[4..8].copy_from_slice(&dst.octets());
-    pseudo[9] = 6;
-    pseudo[10..].copy_from_slice(&tcp_len.to_be_bytes());
-    let sum = checksum::sum_words(bytes, checksum::sum_words(&pseudo, 0));
-    if checksum::fold(sum) != 0xffff {
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let tcp = &ip[header_len..total_len];
+    if tcp.len() < TCP_LEN {
+        return Err(FrameError::Truncated);
+    }
+    let data_offset = usize::from(tcp[12] >> 4) * 4;
+    if data_offset < TCP_LEN || data_offset > tcp.len() {
+        return Err(FrameError::Truncated);
+    }
+    let pseudo = checksum::sum_words(&ip[12..20], 6 + tcp.len() as u64);
+    if checksum::fold(sum_words(tcp, pseudo)) != 0xffff {
         return Err(FrameError::BadChecksum);
     }
-    let flags = [
-        (tcp.fin(), flags::FIN),
-        (tcp.syn(), flags::SYN),
-        (tcp.rst(), flags::RST),
-        (tcp.psh(), flags::PSH),
-        (tcp.ack(), flags::ACK),
-    ]
-    .iter()
-    .filter(|(set, _)| *set)
-    .fold(0, |acc, (_, bit)| acc | bit);
+    let u16_at = |i: usize| u16::from_be_bytes([tcp[i], tcp[i + 1]]);
+    let u32_at = |i: usize| u32::from_be_bytes([tcp[i], tcp[i + 1], tcp[i + 2], tcp[i + 3]]);
     let segment = Segment {
-        src_port: tcp.source_port(),
-        dst_port: tcp.destination_port(),
-        seq: tcp.sequence_number(),
-        ack: tcp.acknowledgment_number(),
-        flags,
+        src_port: u16_at(0),
+        dst_port: u16_at(2),
+        seq: u32_at(4),
+        ack: u32_at(8),
+        flags: tcp[13] & (flags::FIN | flags::SYN | flags::RST | flags::PSH | flags::ACK),
+        window: u16_at(14),
     };
-    Ok(TcpFrame { src, dst, segment, payload: tcp.payload() })
+    Ok(TcpFrame { src, dst, segment, payload: &tcp[data_offset..] })
 }
