@@ -30,6 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use netsim_core::acl::Verdict;
 use netsim_core::chains::{AddrMatch, EndpointPolicy, IpSetId, PolicyChains, PolicyId, Rule, SetMember};
@@ -42,6 +43,9 @@ use crate::overlay_policy::{peer_pods, resolve_ports, selected_by, selecting};
 
 /// A service as kube-proxy programs it: (ClusterIP, port, IP protocol number).
 pub type ServiceKey = (Ipv4Addr, u16, u8);
+
+/// kube-proxy's table: every service's backends (address, target port) in kube-proxy's order.
+pub type ServiceTable = BTreeMap<ServiceKey, Arc<[(Ipv4Addr, u16)]>>;
 
 /// A pod's interface on its host, with its policies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +70,10 @@ pub struct HostProgram {
     /// The policies its endpoints list.
     pub policies: BTreeMap<PolicyId, PolicyChains>,
     /// Every service with a ClusterIP: backends (address, target port) in kube-proxy's order.
-    pub services: BTreeMap<ServiceKey, Vec<(Ipv4Addr, u16)>>,
+    /// The same on every host, so every host's program shares one table; a service whose
+    /// backends did not change keeps its `Arc` from one compilation to the next, and an
+    /// unchanged table is the same `Arc`.
+    pub services: Arc<ServiceTable>,
 }
 
 /// Felix's compiler: remembers the ids it handed out.
@@ -74,6 +81,8 @@ pub struct HostProgram {
 pub struct Felix {
     sets: BTreeMap<String, u32>,
     policies: BTreeMap<String, u32>,
+    /// The service table last compiled, whose parts the next one reuses.
+    services: Arc<ServiceTable>,
 }
 
 impl Felix {
@@ -98,6 +107,22 @@ impl Felix {
         self.sets.iter().map(|(name, &id)| (id, name.as_str()))
     }
 
+    /// kube-proxy's table for the cluster as it is, sharing what did not change with the last.
+    fn service_table(&mut self, cluster: &Cluster) -> Arc<ServiceTable> {
+        let mut table = services(cluster);
+        for (key, backends) in &mut table {
+            if let Some(old) = self.services.get(key)
+                && old == backends
+            {
+                *backends = Arc::clone(old);
+            }
+        }
+        if *self.services != table {
+            self.services = Arc::new(table);
+        }
+        Arc::clone(&self.services)
+    }
+
     /// Every host's programming for the cluster as it is (`hosts` hosts), under `isolation`.
     pub fn compile(&mut self, cluster: &Cluster, hosts: u32, isolation: Isolation) -> Vec<HostProgram> {
         match isolation {
@@ -109,7 +134,7 @@ impl Felix {
     /// The seeds' label model: one egress policy per (collection, `uses` value), matching
     /// original destinations (see the module's documentation).
     fn compile_labels(&mut self, cluster: &Cluster, hosts: u32) -> Vec<HostProgram> {
-        let services = services(cluster);
+        let services = self.service_table(cluster);
         let mut programs = vec![HostProgram { services, ..HostProgram::default() }; hosts as usize];
         let mut collections: BTreeMap<Collection, Vec<SetMember>> = BTreeMap::new();
         for pod in cluster.pods().iter().filter(|p| !p.deleted) {
@@ -165,7 +190,7 @@ impl Felix {
             policies.insert(id, chains);
             ids.push((policy, id));
         }
-        let services = services(cluster);
+        let services = self.service_table(cluster);
         let mut programs = vec![HostProgram { services, ..HostProgram::default() }; hosts as usize];
         for (index, pod) in cluster.pods().iter().enumerate() {
             if pod.deleted {
@@ -351,14 +376,14 @@ fn used_service_ports(cluster: &Cluster, namespace: &str, value: &str) -> Vec<Se
 /// kube-proxy's table: every port of every service with a ClusterIP, at the ClusterIP and at
 /// each external IP (kube-proxy translates those for pods too), with its backends (a deleted
 /// service has none: it rejects).
-pub fn services(cluster: &Cluster) -> BTreeMap<ServiceKey, Vec<(Ipv4Addr, u16)>> {
+pub fn services(cluster: &Cluster) -> ServiceTable {
     let mut table = BTreeMap::new();
     for service in cluster.services() {
         for ip in service_addresses(service) {
             for (port, backends) in service.service.ports.iter().zip(&service.backends) {
                 table.insert(
                     (ip, port.port, port.protocol.number()),
-                    backends.iter().map(|b| (b.ip, b.port)).collect(),
+                    backends.iter().map(|b| (b.ip, b.port)).collect::<Vec<_>>().into(),
                 );
             }
         }

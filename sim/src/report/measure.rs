@@ -664,7 +664,7 @@ fn rules_per_host(scenario: &Scenario, plane: Plane) -> Rules {
             .map(|program| {
                 let chains: usize = program.policies.values().map(|c| c.ingress.len() + c.egress.len()).sum();
                 let sets: usize = program.ipsets.values().map(Vec::len).sum();
-                let services: usize = program.services.values().map(Vec::len).sum();
+                let services: usize = program.services.values().map(|b| b.len()).sum();
                 (chains + sets + services) as u64
             })
             .collect(),

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use netsim_control::bgp::{BgpConfig, RouteEvent, Speaker};
@@ -103,17 +104,22 @@ pub(super) struct CalicoState {
     pub(super) counts: BgpCounts,
 }
 
-/// What `host` announces: its IPAM blocks and the /32s of its pods with borrowed addresses;
-/// with cluster-wide IPAM (no blocks), every one of its pods' /32s.
-fn originated(cluster: &netsim_control::cluster::Cluster, host: u32) -> BTreeSet<Ipv4Net> {
-    let mut blocks: BTreeSet<Ipv4Net> = cluster.ipam().blocks(host).iter().copied().collect();
+/// What each of `hosts` hosts announces: its IPAM blocks and the /32s of its pods with
+/// borrowed addresses; with cluster-wide IPAM (no blocks), every one of its pods' /32s. One pass
+/// over the pods for all hosts.
+fn originated(cluster: &netsim_control::cluster::Cluster, hosts: u32) -> Vec<BTreeSet<Ipv4Net>> {
+    let mut announced: Vec<BTreeSet<Ipv4Net>> =
+        (0..hosts).map(|host| cluster.ipam().blocks(host).iter().copied().collect()).collect();
     let per_pod = cluster.ipam().mode() == IpamMode::ClusterWide;
     for pod in cluster.pods() {
-        if pod.host == host && (pod.borrowed_ip || per_pod) && !pod.deleted {
-            blocks.insert(Ipv4Net::from(pod.ip));
+        if (pod.borrowed_ip || per_pod)
+            && !pod.deleted
+            && let Some(own) = announced.get_mut(pod.host as usize)
+        {
+            own.insert(Ipv4Net::from(pod.ip));
         }
     }
-    blocks
+    announced
 }
 
 /// The commands taking a host from `old` to `new`: additions first (sets before the policies
@@ -150,10 +156,9 @@ pub(super) fn program_diff(old: &HostProgram, new: &HostProgram) -> Vec<CalicoCo
             Some(_) => {}
         }
     }
-    for (&key, backends) in &new.services {
-        if old.services.get(&key) != Some(backends) {
-            commands.push(CalicoCommand::SetService { key, backends: backends.clone() });
-        }
+    // Every host shares felix's table: an unchanged one is the same `Arc`.
+    if !Arc::ptr_eq(&old.services, &new.services) && old.services != new.services {
+        commands.push(CalicoCommand::SetServices(Arc::clone(&new.services)));
     }
     for &pod in old.endpoints.keys() {
         if !new.endpoints.contains_key(&pod) {
@@ -168,11 +173,6 @@ pub(super) fn program_diff(old: &HostProgram, new: &HostProgram) -> Vec<CalicoCo
     for &id in old.ipsets.keys() {
         if !new.ipsets.contains_key(&id) {
             commands.push(CalicoCommand::RemoveIpSet(id));
-        }
-    }
-    for &key in old.services.keys() {
-        if !new.services.contains_key(&key) {
-            commands.push(CalicoCommand::RemoveService(key));
         }
     }
     commands
@@ -199,7 +199,7 @@ pub(super) fn build(
         BgpTopology::FullMesh => BTreeSet::new(),
         BgpTopology::RouteReflectors => spec.control_nodes.iter().copied().collect(),
     };
-    let mut blocks = Vec::new();
+    let blocks = originated(&spec.cluster, hosts);
     for host in 0..hosts {
         let mac = topology.port_mac(NodeId(host), 0);
         let config = CalicoConfig {
@@ -214,8 +214,8 @@ pub(super) fn build(
             planted,
         };
         let mut calico_host = CalicoHost::new(config);
-        let own = originated(&spec.cluster, host);
-        for &block in &own {
+        let own = &blocks[host as usize];
+        for &block in own {
             if block.prefix_len() < 32 {
                 // Built from scratch: commands that cannot fail.
                 let _ = calico_host.handle_command(SimTime::ZERO, CalicoCommand::AddLocalBlock(block));
@@ -250,12 +250,11 @@ pub(super) fn build(
                 speaker.add_peer(SimTime::ZERO, host_ips[peer as usize], client);
             }
         }
-        for &block in &own {
+        for &block in own {
             speaker.originate(SimTime::ZERO, block);
         }
         calico_hosts.push(calico_host);
         speakers.push(speaker);
-        blocks.push(own);
     }
     let announce_in_fabric = settings.encapsulation == CalicoEncapsulation::None;
     let mut state = CalicoState {
@@ -434,14 +433,23 @@ impl Simulation<'_> {
         let hosts = calico.hosts.len() as u32;
         let programs = calico.felix.compile(&overlay.cluster, hosts, spec.isolation);
         let mut sends = Vec::new();
-        for (host, mut new) in programs.into_iter().enumerate() {
-            let blocks = originated(&overlay.cluster, host as u32);
+        let announced = originated(&overlay.cluster, hosts);
+        for ((host, mut new), blocks) in programs.into_iter().enumerate().zip(announced) {
             if calico.planted.stale_backends {
                 // The planted bug: kube-proxy adds backends but never removes one.
-                for (key, old) in &calico.programs[host].services {
-                    if let Some(backends) = new.services.get_mut(key) {
+                let mut stale = Vec::new();
+                for (key, old) in calico.programs[host].services.iter() {
+                    if let Some(backends) = new.services.get(key) {
                         let gone: Vec<_> = old.iter().filter(|b| !backends.contains(b)).copied().collect();
-                        backends.extend(gone);
+                        if !gone.is_empty() {
+                            stale.push((*key, [&backends[..], &gone].concat()));
+                        }
+                    }
+                }
+                if !stale.is_empty() {
+                    let services = Arc::make_mut(&mut new.services);
+                    for (key, backends) in stale {
+                        services.insert(key, backends.into());
                     }
                 }
             }

@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use netsim_core::acl::{FlowView, Verdict};
@@ -117,6 +118,11 @@ impl CalicoConfig {
 /// A service as kube-proxy programs it: (ClusterIP, port, protocol).
 pub type ServiceKey = (Ipv4Addr, u16, u8);
 
+/// kube-proxy's table: every service's backends (pod address, target port), in kube-proxy's
+/// order. It is the same on every host, so hosts share one copy ([`CalicoCommand::SetServices`]),
+/// and a service whose backends did not change keeps its `Arc` from one table to the next.
+pub type ServiceTable = BTreeMap<ServiceKey, Arc<[(Ipv4Addr, u16)]>>;
+
 /// A change to a Calico host's programming.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CalicoCommand {
@@ -180,6 +186,9 @@ pub enum CalicoCommand {
     },
     /// A service goes.
     RemoveService(ServiceKey),
+    /// The whole service table, shared with other hosts: replaces every service. Backends that
+    /// went (those of an entry whose `Arc` changed) have their connections flushed.
+    SetServices(Arc<ServiceTable>),
 }
 
 /// A command that does not apply.
@@ -250,7 +259,7 @@ pub struct CalicoHost {
     /// Learnt routes, kept apart so that removing an endpoint or a block restores them.
     learnt: BTreeMap<Ipv4Net, Vec<Ipv4Addr>>,
     store: PolicyStore,
-    services: BTreeMap<ServiceKey, Vec<(Ipv4Addr, u16)>>,
+    services: Arc<ServiceTable>,
     conntrack: FlowTable<Option<Rewrite>>,
     counters: CalicoCounters,
     /// Draws of kube-proxy's `statistic` rules so far.
@@ -271,7 +280,7 @@ impl CalicoHost {
             routes: RouteTable::new(),
             learnt: BTreeMap::new(),
             store: PolicyStore::default(),
-            services: BTreeMap::new(),
+            services: Arc::default(),
             conntrack,
             counters: CalicoCounters::default(),
             nat_draws: 0,
@@ -386,12 +395,30 @@ impl CalicoHost {
                     .get(&key)
                     .map(|old| old.iter().filter(|b| !backends.contains(b)).copied().collect())
                     .unwrap_or_default();
-                self.services.insert(key, backends);
+                Arc::make_mut(&mut self.services).insert(key, backends.into());
                 self.flush_backends(key, &gone);
             }
             CalicoCommand::RemoveService(key) => {
-                let gone = self.services.remove(&key).unwrap_or_default();
-                self.flush_backends(key, &gone);
+                let gone = Arc::make_mut(&mut self.services).remove(&key);
+                self.flush_backends(key, gone.as_deref().unwrap_or_default());
+            }
+            CalicoCommand::SetServices(table) => {
+                let old = std::mem::replace(&mut self.services, table);
+                if Arc::ptr_eq(&old, &self.services) {
+                    return Ok(());
+                }
+                for (&key, before) in old.iter() {
+                    let after = self.services.get(&key);
+                    if after.is_some_and(|after| Arc::ptr_eq(after, before)) {
+                        continue;
+                    }
+                    let gone: Vec<(Ipv4Addr, u16)> = before
+                        .iter()
+                        .filter(|b| !after.is_some_and(|after| after.contains(b)))
+                        .copied()
+                        .collect();
+                    self.flush_backends(key, &gone);
+                }
             }
         }
         Ok(())

@@ -139,7 +139,7 @@ fn services_list_their_backends_per_port() {
     let table = services(&cluster);
     let (&(_, port, protocol), backends) = table.iter().next().expect("one service port");
     assert_eq!((port, protocol), (80, 6));
-    assert_eq!(backends, &vec![(cluster.pod(id(&cluster, "x/a")).ip, 81)]);
+    assert_eq!(backends[..], [(cluster.pod(id(&cluster, "x/a")).ip, 81)]);
 }
 
 /// Random policy documents over the model: ingress and egress rules with pod, namespace and
@@ -223,7 +223,7 @@ fn label_chains_allow(
     let key = (address, port, protocol.number());
     let targets: Vec<(Ipv4Addr, u16)> = match programs[host].services.get(&key) {
         Some(backends) if backends.is_empty() => return None,
-        Some(backends) => backends.clone(),
+        Some(backends) => backends.to_vec(),
         None => vec![(address, port)],
     };
     let verdicts: Vec<bool> = targets
