@@ -234,9 +234,39 @@ enum Route {
     /// A local pod.
     Endpoint(InterfaceId),
     /// Another host's block, via these hosts.
-    Remote(Vec<Ipv4Addr>),
+    Remote(NextHops),
     /// One of our own blocks: an unallocated address.
     Blackhole,
+}
+
+/// A learnt route's next hops (sorted, deduplicated, at least one): one is inline, as almost
+/// every route has, so that a host's thousands of learnt routes cost no allocation each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum NextHops {
+    One(Ipv4Addr),
+    Many(Box<[Ipv4Addr]>),
+}
+
+impl NextHops {
+    fn new(mut hops: Vec<Ipv4Addr>) -> NextHops {
+        hops.sort_unstable();
+        hops.dedup();
+        match hops[..] {
+            [one] => NextHops::One(one),
+            _ => NextHops::Many(hops.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for NextHops {
+    type Target = [Ipv4Addr];
+
+    fn deref(&self) -> &[Ipv4Addr] {
+        match self {
+            NextHops::One(hop) => std::slice::from_ref(hop),
+            NextHops::Many(hops) => hops,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -256,8 +286,10 @@ pub struct CalicoHost {
     config: CalicoConfig,
     endpoints: BTreeMap<InterfaceId, Endpoint>,
     routes: RouteTable<Route>,
-    /// Learnt routes, kept apart so that removing an endpoint or a block restores them.
-    learnt: BTreeMap<Ipv4Net, Vec<Ipv4Addr>>,
+    /// Learnt routes hidden behind a local route for the same prefix (a pod's /32, one of our
+    /// blocks), put back in `routes` when the local route goes. Other learnt routes are in
+    /// `routes` only.
+    shadowed: BTreeMap<Ipv4Net, NextHops>,
     store: PolicyStore,
     services: Arc<ServiceTable>,
     conntrack: FlowTable<Option<Rewrite>>,
@@ -278,7 +310,7 @@ impl CalicoHost {
             config,
             endpoints: BTreeMap::new(),
             routes: RouteTable::new(),
-            learnt: BTreeMap::new(),
+            shadowed: BTreeMap::new(),
             store: PolicyStore::default(),
             services: Arc::default(),
             conntrack,
@@ -322,7 +354,7 @@ impl CalicoHost {
     /// The next hops a destination is routed to: `Some(empty)` for a local pod or blackhole.
     pub fn next_hops(&self, destination: Ipv4Addr) -> Option<Vec<Ipv4Addr>> {
         self.routes.lookup(destination).map(|(_, route)| match route {
-            Route::Remote(hops) => hops.clone(),
+            Route::Remote(hops) => hops.to_vec(),
             Route::Endpoint(_) | Route::Blackhole => Vec::new(),
         })
     }
@@ -338,15 +370,18 @@ impl CalicoHost {
                 if self.endpoints.contains_key(&id) {
                     return Err(CalicoCommandError::DuplicateEndpoint(id));
                 }
-                self.routes.insert(Ipv4Net::from(ip), Route::Endpoint(id));
+                if let Some(Route::Remote(hops)) = self.routes.insert(Ipv4Net::from(ip), Route::Endpoint(id))
+                {
+                    self.shadowed.insert(Ipv4Net::from(ip), hops);
+                }
                 self.endpoints.insert(id, Endpoint { name, ip, mac, policy: EndpointPolicy::default() });
             }
             CalicoCommand::RemoveEndpoint(id) => {
                 let endpoint = self.endpoints.remove(&id).ok_or(CalicoCommandError::UnknownEndpoint(id))?;
                 let host = Ipv4Net::from(endpoint.ip);
                 self.routes.remove(host);
-                if let Some(hops) = self.learnt.get(&host) {
-                    self.routes.insert(host, Route::Remote(hops.clone()));
+                if let Some(hops) = self.shadowed.remove(&host) {
+                    self.routes.insert(host, Route::Remote(hops));
                 }
                 // The CNI plugin's teardown: the pod's connections go with it.
                 self.flush(|tuple, _| tuple.src == endpoint.ip || tuple.dst == endpoint.ip);
@@ -358,32 +393,38 @@ impl CalicoHost {
             CalicoCommand::RemoveIpSet(id) => self.store.remove_ipset(id),
             CalicoCommand::SetPolicy { id, chains } => self.store.set_policy(id, chains),
             CalicoCommand::RemovePolicy(id) => self.store.remove_policy(id),
-            CalicoCommand::SetRoute { prefix, mut next_hops } => {
+            CalicoCommand::SetRoute { prefix, next_hops } => {
                 if next_hops.is_empty() {
                     return Err(CalicoCommandError::NoNextHop(prefix));
                 }
-                next_hops.sort_unstable();
-                next_hops.dedup();
-                self.learnt.insert(prefix, next_hops.clone());
+                let prefix = prefix.trunc();
+                let hops = NextHops::new(next_hops);
                 // Local routes (a pod's /32, our own block) win over learnt ones.
-                if !matches!(self.routes.get(prefix), Some(Route::Endpoint(_) | Route::Blackhole)) {
-                    self.routes.insert(prefix, Route::Remote(next_hops));
+                if matches!(self.routes.get(prefix), Some(Route::Endpoint(_) | Route::Blackhole)) {
+                    self.shadowed.insert(prefix, hops);
+                } else {
+                    self.routes.insert(prefix, Route::Remote(hops));
                 }
             }
             CalicoCommand::RemoveRoute(prefix) => {
-                self.learnt.remove(&prefix);
+                let prefix = prefix.trunc();
+                self.shadowed.remove(&prefix);
                 if matches!(self.routes.get(prefix), Some(Route::Remote(_))) {
                     self.routes.remove(prefix);
                 }
             }
             CalicoCommand::AddLocalBlock(prefix) => {
-                self.routes.insert(prefix, Route::Blackhole);
+                let prefix = prefix.trunc();
+                if let Some(Route::Remote(hops)) = self.routes.insert(prefix, Route::Blackhole) {
+                    self.shadowed.insert(prefix, hops);
+                }
             }
             CalicoCommand::RemoveLocalBlock(prefix) => {
+                let prefix = prefix.trunc();
                 if matches!(self.routes.get(prefix), Some(Route::Blackhole)) {
                     self.routes.remove(prefix);
-                    if let Some(hops) = self.learnt.get(&prefix) {
-                        self.routes.insert(prefix, Route::Remote(hops.clone()));
+                    if let Some(hops) = self.shadowed.remove(&prefix) {
+                        self.routes.insert(prefix, Route::Remote(hops));
                     }
                 }
             }

@@ -507,3 +507,23 @@ proptest! {
         prop_assert_eq!(labels_agree(&cluster).map(|_| ()), Ok(()), "{}", text);
     }
 }
+
+#[test]
+fn hosts_share_one_service_table_and_a_change_rebuilds_only_what_changed() {
+    let mut cluster = labelled(LABELLED);
+    let mut felix = Felix::default();
+    let first = felix.compile(&cluster, 4, Isolation::NetworkPolicy);
+    assert!(first.iter().all(|p| Arc::ptr_eq(&p.services, &first[0].services)), "one table for all hosts");
+    let again = felix.compile(&cluster, 4, Isolation::UsesLabels);
+    assert!(Arc::ptr_eq(&again[0].services, &first[0].services), "unchanged: the same table");
+    let cache = cluster.services().iter().find(|s| s.service.name == "cache").unwrap().cluster_ip.unwrap();
+    let database = cluster.services().iter().find(|s| s.service.name == "database").unwrap().cluster_ip.unwrap();
+    let db_0 = cluster.pod_by_name("default", "db-0").unwrap();
+    cluster.delete_pod(db_0).unwrap();
+    let after = felix.compile(&cluster, 4, Isolation::NetworkPolicy);
+    let (before, now) = (&first[0].services, &after[0].services);
+    assert!(!Arc::ptr_eq(before, now));
+    assert_eq!(*after[3].services, services(&cluster), "the cluster's table");
+    assert!(Arc::ptr_eq(&before[&(cache, 6379, 6)], &now[&(cache, 6379, 6)]), "cache kept its backends");
+    assert_eq!(now[&(database, 5432, 6)].len(), before[&(database, 5432, 6)].len() - 1);
+}

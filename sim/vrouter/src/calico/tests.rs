@@ -438,6 +438,67 @@ fn a_removed_backend_gets_no_more_packets_and_empty_services_reject() {
 }
 
 #[test]
+fn a_shared_service_table_replaces_the_hosts_and_flushes_only_backends_that_went() {
+    let (mut a, _) = pair(CalicoEncapsulation::None);
+    let sport = (1000..)
+        .find(|&p| {
+            matches!(
+                a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, VIP, p, 3000)),
+                Forward::Fabric(_)
+            )
+        })
+        .unwrap();
+    let both: Arc<[(Ipv4Addr, u16)]> = vec![(SERVER, 8080), (LOCAL_SERVER, 8080)].into();
+    let table = Arc::new(ServiceTable::from([((VIP, 3000, 6), Arc::clone(&both))]));
+    a.handle_command(T0, CalicoCommand::SetServices(Arc::clone(&table))).unwrap();
+    a.handle_command(T0, CalicoCommand::SetServices(table)).unwrap();
+    assert_eq!(a.counters().conntrack_flushed, 0, "same backends: nothing flushed");
+    let local: Arc<[(Ipv4Addr, u16)]> = vec![(LOCAL_SERVER, 8080)].into();
+    let table = Arc::new(ServiceTable::from([((VIP, 3000, 6), local)]));
+    a.handle_command(T0, CalicoCommand::SetServices(table)).unwrap();
+    assert!(a.counters().conntrack_flushed > 0);
+    let (id, frame) =
+        interface(a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, VIP, sport, 3000)));
+    assert_eq!((id, ends(&frame).1), (LOCAL_SERVER_IF, LOCAL_SERVER));
+    a.handle_command(T0, CalicoCommand::SetServices(Arc::default())).unwrap();
+    // No service any more: the ClusterIP is just an address nobody routes.
+    assert_eq!(
+        dropped(a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, VIP, 1, 3000))),
+        DropReason::NoRoute
+    );
+}
+
+#[test]
+fn a_learnt_route_behind_a_local_one_comes_back_when_it_goes() {
+    let (mut a, _) = pair(CalicoEncapsulation::None);
+    let client: Ipv4Net = Ipv4Net::from(CLIENT);
+    let block_a: Ipv4Net = "10.0.0.0/26".parse().unwrap();
+    // A learnt /32 for the local pod's address and a learnt route for our own block: hidden.
+    a.handle_command(T0, CalicoCommand::SetRoute { prefix: client, next_hops: vec![HOST_B] }).unwrap();
+    a.handle_command(T0, CalicoCommand::SetRoute { prefix: block_a, next_hops: vec![HOST_B, HOST_B] })
+        .unwrap();
+    assert_eq!(a.next_hops(CLIENT), Some(Vec::new()));
+    assert_eq!(a.next_hops(Ipv4Addr::new(10, 0, 0, 30)), Some(Vec::new()));
+    // The local routes go: the learnt ones are back.
+    a.handle_command(T0, CalicoCommand::RemoveEndpoint(CLIENT_IF)).unwrap();
+    assert_eq!(a.next_hops(CLIENT), Some(vec![HOST_B]));
+    a.handle_command(T0, CalicoCommand::RemoveLocalBlock(block_a)).unwrap();
+    assert_eq!(a.next_hops(Ipv4Addr::new(10, 0, 0, 30)), Some(vec![HOST_B]));
+    // A local route over a learnt one hides it again; withdrawn meanwhile, it stays gone.
+    a.handle_command(T0, CalicoCommand::AddLocalBlock(block_a)).unwrap();
+    a.handle_command(T0, CalicoCommand::RemoveRoute(block_a)).unwrap();
+    a.handle_command(T0, CalicoCommand::RemoveLocalBlock(block_a)).unwrap();
+    assert_eq!(a.next_hops(Ipv4Addr::new(10, 0, 0, 30)), None);
+    // Several next hops, deduplicated and sorted.
+    a.handle_command(
+        T0,
+        CalicoCommand::SetRoute { prefix: block_a, next_hops: vec![HOST_B, HOST_A, HOST_B] },
+    )
+    .unwrap();
+    assert_eq!(a.next_hops(Ipv4Addr::new(10, 0, 0, 30)), Some(vec![HOST_A, HOST_B]));
+}
+
+#[test]
 fn conntrack_ages_out_idle_connections() {
     let (mut a, _) = pair(CalicoEncapsulation::None);
     fabric(a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, SERVER, 1, 80)));
