@@ -399,11 +399,13 @@ impl CalicoHost {
                 }
                 let prefix = prefix.trunc();
                 let hops = NextHops::new(next_hops);
-                // Local routes (a pod's /32, our own block) win over learnt ones.
-                if matches!(self.routes.get(prefix), Some(Route::Endpoint(_) | Route::Blackhole)) {
+                // Local routes (a pod's /32, our own block) win over learnt ones. One search in
+                // the common case; the rare local route is put back.
+                if let Some(local @ (Route::Endpoint(_) | Route::Blackhole)) =
+                    self.routes.insert(prefix, Route::Remote(hops))
+                    && let Some(Route::Remote(hops)) = self.routes.insert(prefix, local)
+                {
                     self.shadowed.insert(prefix, hops);
-                } else {
-                    self.routes.insert(prefix, Route::Remote(hops));
                 }
             }
             CalicoCommand::RemoveRoute(prefix) => {
@@ -448,16 +450,17 @@ impl CalicoHost {
                 if Arc::ptr_eq(&old, &self.services) {
                     return Ok(());
                 }
+                // Both tables are sorted by key: walk them side by side.
+                let new = Arc::clone(&self.services);
+                let mut after = new.iter().peekable();
                 for (&key, before) in old.iter() {
-                    let after = self.services.get(&key);
-                    if after.is_some_and(|after| Arc::ptr_eq(after, before)) {
+                    while after.next_if(|&(&k, _)| k < key).is_some() {}
+                    let now = after.next_if(|&(&k, _)| k == key).map(|(_, backends)| backends);
+                    if now.is_some_and(|now| Arc::ptr_eq(now, before)) {
                         continue;
                     }
-                    let gone: Vec<(Ipv4Addr, u16)> = before
-                        .iter()
-                        .filter(|b| !after.is_some_and(|after| after.contains(b)))
-                        .copied()
-                        .collect();
+                    let gone: Vec<(Ipv4Addr, u16)> =
+                        before.iter().filter(|b| !now.is_some_and(|now| now.contains(b))).copied().collect();
                     self.flush_backends(key, &gone);
                 }
             }

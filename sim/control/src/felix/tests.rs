@@ -517,7 +517,8 @@ fn hosts_share_one_service_table_and_a_change_rebuilds_only_what_changed() {
     let again = felix.compile(&cluster, 4, Isolation::UsesLabels);
     assert!(Arc::ptr_eq(&again[0].services, &first[0].services), "unchanged: the same table");
     let cache = cluster.services().iter().find(|s| s.service.name == "cache").unwrap().cluster_ip.unwrap();
-    let database = cluster.services().iter().find(|s| s.service.name == "database").unwrap().cluster_ip.unwrap();
+    let database =
+        cluster.services().iter().find(|s| s.service.name == "database").unwrap().cluster_ip.unwrap();
     let db_0 = cluster.pod_by_name("default", "db-0").unwrap();
     cluster.delete_pod(db_0).unwrap();
     let after = felix.compile(&cluster, 4, Isolation::NetworkPolicy);
