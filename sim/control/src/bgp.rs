@@ -9,7 +9,8 @@
 //! [`Speaker::handle_timeout`] and [`Speaker::set_down`]. After every input, drain the outputs:
 //! [`Speaker::poll_transmit`] until `None` (frames to put on the fabric),
 //! [`Speaker::poll_event`] until `None` (changes to the host's routing table), then ask
-//! [`Speaker::poll_timeout`] when to call [`Speaker::handle_timeout`] next.
+//! [`Speaker::poll_timeout`] when to call [`Speaker::handle_timeout`] next. A caller done with a
+//! frame may hand it back ([`Speaker::recycle`]) for a later frame to be built in.
 //!
 //! # What goes on the wire
 //!
@@ -348,6 +349,17 @@ impl Speaker {
     pub fn poll_transmit(&mut self) -> Option<(Ipv4Addr, Vec<u8>)> {
         self.transmit.pop_front()
     }
+
+    /// Hands back a frame the caller is done with (one from [`Speaker::poll_transmit`], or any
+    /// buffer), to build a later frame in: optional, it saves an allocation per frame.
+    pub fn recycle(&mut self, frame: Vec<u8>) {
+        if self.scratch.frames.len() < Self::RECYCLED_FRAMES_MAX {
+            self.scratch.frames.push(frame);
+        }
+    }
+
+    /// Buffers [`Speaker::recycle`] keeps.
+    const RECYCLED_FRAMES_MAX: usize = 32;
 
     /// The next change to the host's routing table.
     pub fn poll_event(&mut self) -> Option<RouteEvent> {

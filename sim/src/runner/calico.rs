@@ -304,6 +304,7 @@ impl CalicoState {
                     if let Some(peer) = topology.host_by_ip(to) {
                         self.speakers[peer.0 as usize].handle_frame(SimTime::ZERO, &frame);
                     }
+                    self.speakers[host].recycle(frame);
                 }
                 while let Some(event) = self.speakers[host].poll_event() {
                     install(&mut self.hosts[host], event);

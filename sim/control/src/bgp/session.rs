@@ -39,6 +39,8 @@ pub(super) struct Scratch {
     announced: Vec<(u32, PrefixId)>,
     /// Prefixes to choose the best path of, in one flush.
     pub(super) dirty: Vec<PrefixId>,
+    /// Frames handed back by the caller ([`super::Speaker::recycle`]), to build frames in.
+    pub(super) frames: Vec<Vec<u8>>,
 }
 
 /// What a session needs from its speaker while it handles one input.
@@ -60,7 +62,8 @@ pub(super) struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn emit(&mut self, peer: Ipv4Addr, segment: &Segment, payload: &[u8]) {
-        let frame = wire::build_frame(self.config.mac, self.config.router_id, peer, segment, payload);
+        let mut frame = self.scratch.frames.pop().unwrap_or_default();
+        wire::build_frame_into(&mut frame, self.config.mac, self.config.router_id, peer, segment, payload);
         self.transmit.push_back((peer, frame));
     }
 }

@@ -144,6 +144,9 @@ impl Net {
             if frame == Some(next) {
                 let (_, (j, bytes)) = self.queue.pop_first().unwrap();
                 self.speakers[j].handle_frame(next, &bytes);
+                // Handed back to be written over: every frame checked in `pump` was built in
+                // a used buffer, often a longer one.
+                self.speakers[j].recycle(bytes);
                 self.pump(j);
             } else {
                 for i in 0..self.speakers.len() {

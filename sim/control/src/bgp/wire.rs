@@ -763,10 +763,25 @@ const TCP_LEN: usize = 20;
 /// Builds an Ethernet II / IPv4 / TCP frame; the destination MAC is zero (the fabric rewrites
 /// MACs hop by hop). IPv4 with don't-fragment, TTL 64, identification 0; TCP without options.
 pub fn build_frame(mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, s: &Segment, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(ETHERNET_LEN + IPV4_LEN + TCP_LEN + payload.len());
+    build_frame_into(&mut frame, mac, src, dst, s, payload);
+    frame
+}
+
+/// [`build_frame`] into a buffer (cleared first), so that a caller can reuse one.
+pub fn build_frame_into(
+    frame: &mut Vec<u8>,
+    mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    s: &Segment,
+    payload: &[u8],
+) {
     // Written by hand rather than with etherparse's builder, whose by-value steps copy the
     // whole builder at each step (byte-identical output, see the tests).
     let headers = ETHERNET_LEN + IPV4_LEN + TCP_LEN;
-    let mut frame = Vec::with_capacity(headers + payload.len());
+    frame.clear();
+    frame.reserve(headers + payload.len());
     frame.resize(headers, 0);
     frame[6..12].copy_from_slice(&mac);
     frame[12..14].copy_from_slice(&[0x08, 0x00]);
@@ -796,7 +811,6 @@ pub fn build_frame(mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, s: &Segment, payl
     let pseudo = checksum::sum_words(&frame[ip + 12..ip + 20], 6 + tcp_len);
     let sum = checksum::finish(checksum::fold(sum_words(&frame[tcp..], pseudo)));
     frame[tcp + 16..tcp + 18].copy_from_slice(&sum.to_be_bytes());
-    frame
 }
 
 /// [`checksum::sum_words`], four bytes at a time: a 32-bit big-endian word is two 16-bit words,
