@@ -409,18 +409,24 @@ fn withdrawn_routes_removed_endpoints_and_blackholes_drop_with_reasons() {
     );
 }
 
+/// Opens connections from the client to the VIP until kube-proxy's draw sends one to the remote
+/// server; returns its source port.
+fn remote_connection_port(host: &mut CalicoHost) -> u16 {
+    (1000..)
+        .find(|&p| {
+            matches!(
+                host.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, VIP, p, 3000)),
+                Forward::Fabric(_)
+            )
+        })
+        .expect("the draw reaches the remote backend within the ports")
+}
+
 #[test]
 fn a_removed_backend_gets_no_more_packets_and_empty_services_reject() {
     let (mut a, _) = pair(CalicoEncapsulation::None);
     // Find a connection that went to the remote server, then remove that backend.
-    let sport = (1000..)
-        .find(|&p| {
-            matches!(
-                a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, VIP, p, 3000)),
-                Forward::Fabric(_)
-            )
-        })
-        .unwrap();
+    let sport = remote_connection_port(&mut a);
     a.handle_command(
         T0,
         CalicoCommand::SetService { key: (VIP, 3000, 6), backends: vec![(LOCAL_SERVER, 8080)] },
@@ -440,14 +446,7 @@ fn a_removed_backend_gets_no_more_packets_and_empty_services_reject() {
 #[test]
 fn a_shared_service_table_replaces_the_hosts_and_flushes_only_backends_that_went() {
     let (mut a, _) = pair(CalicoEncapsulation::None);
-    let sport = (1000..)
-        .find(|&p| {
-            matches!(
-                a.handle_packet(T0, Port::Interface(CLIENT_IF), packet(CLIENT, VIP, p, 3000)),
-                Forward::Fabric(_)
-            )
-        })
-        .unwrap();
+    let sport = remote_connection_port(&mut a);
     let both: Arc<[(Ipv4Addr, u16)]> = vec![(SERVER, 8080), (LOCAL_SERVER, 8080)].into();
     let table = Arc::new(ServiceTable::from([((VIP, 3000, 6), Arc::clone(&both))]));
     a.handle_command(T0, CalicoCommand::SetServices(Arc::clone(&table))).unwrap();
