@@ -126,6 +126,10 @@ pub struct Transmit {
     /// to hop (as a kernel carries a packet's mark): what the caller learnt from the frame's
     /// bytes once need not be parsed again at every hop. Zero when the frame is sent.
     pub tag: u64,
+    /// The destination host found at the previous hop, valid while no block has been
+    /// announced or withdrawn since (`announce_epoch`): the frame's addresses do not change on
+    /// the way, so the next hop need not parse them and search the blocks again.
+    destination: Option<(NodeId, u64)>,
     /// The link's failure generation at departure: a failure in flight loses the frame.
     generation: u32,
 }
@@ -226,6 +230,9 @@ pub struct Fabric {
     announced_per_len: [u32; 33],
     /// The prefix lengths with blocks, longest first: those a lookup tries.
     announced_lens: Vec<u8>,
+    /// Counts changes of the announced blocks: a destination found before a change is found
+    /// again.
+    announce_epoch: u64,
 }
 
 /// A block is already announced by another host.
@@ -271,6 +278,7 @@ impl Fabric {
             announced: Default::default(),
             announced_per_len: [0; 33],
             announced_lens: Vec::new(),
+            announce_epoch: 0,
             topology,
         };
         fabric.recompute_routing();
@@ -314,6 +322,7 @@ impl Fabric {
             std::collections::hash_map::Entry::Occupied(_) => Ok(()),
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(host);
+                self.announce_epoch += 1;
                 self.count_blocks(len, true);
                 Ok(())
             }
@@ -324,6 +333,7 @@ impl Fabric {
     pub fn withdraw(&mut self, network: Ipv4Addr, len: u8) {
         let len = len.min(32);
         if self.announced.remove(&(len, u32::from(network) & prefix_mask(len))).is_some() {
+            self.announce_epoch += 1;
             self.count_blocks(len, false);
         }
     }
@@ -356,13 +366,15 @@ impl Fabric {
         if !self.node_up[host.0 as usize] {
             return Forward::Drop { reason: DropReason::NodeDown, node: host, frame };
         }
-        self.route(now, host, frame, 0)
+        self.route(now, host, frame, 0, None)
     }
 
     /// `transmit` reaches the far end of its link at `now` (its `arrive_at`).
     pub fn arrive(&mut self, now: SimTime, transmit: Transmit) -> Forward {
         debug_assert!(now >= transmit.arrive_at, "arrival handled before its time");
-        let Transmit { link, to, frame, generation, tag, .. } = transmit;
+        let Transmit { link, to, frame, generation, tag, destination, .. } = transmit;
+        let destination =
+            destination.filter(|&(_, epoch)| epoch == self.announce_epoch).map(|(host, _)| host);
         let state = &self.links[link.0 as usize];
         // A failure of the link or either end since departure loses the frame.
         if !state.up || state.generation != generation {
@@ -372,23 +384,38 @@ impl Fabric {
             return Forward::Drop { reason: DropReason::NodeDown, node: to, frame };
         }
         if self.topology.kind(to) == NodeKind::Host {
-            let destination = ipv4_destination(&frame).and_then(|ip| self.host_for(ip));
+            let destination =
+                destination.or_else(|| ipv4_destination(&frame).and_then(|ip| self.host_for(ip)));
             return if destination == Some(to) {
                 Forward::Deliver { host: to, frame }
             } else {
                 Forward::Drop { reason: DropReason::NotForHost, node: to, frame }
             };
         }
-        self.route(now, to, frame, tag)
+        self.route(now, to, frame, tag, destination)
     }
 
     /// Routes `frame` out of `node`: the forwarding decision of a host or a switch.
-    fn route(&mut self, now: SimTime, node: NodeId, mut frame: Vec<u8>, tag: u64) -> Forward {
-        let Some(destination) = ipv4_destination(&frame) else {
-            return Forward::Drop { reason: DropReason::Malformed, node, frame };
-        };
-        let Some(destination) = self.host_for(destination) else {
-            return Forward::Drop { reason: DropReason::NoRoute, node, frame };
+    /// `known` is the frame's destination host as the previous hop found it, if still valid.
+    fn route(
+        &mut self,
+        now: SimTime,
+        node: NodeId,
+        mut frame: Vec<u8>,
+        tag: u64,
+        known: Option<NodeId>,
+    ) -> Forward {
+        let destination = match known {
+            Some(host) => host,
+            None => {
+                let Some(address) = ipv4_destination(&frame) else {
+                    return Forward::Drop { reason: DropReason::Malformed, node, frame };
+                };
+                let Some(host) = self.host_for(address) else {
+                    return Forward::Drop { reason: DropReason::NoRoute, node, frame };
+                };
+                host
+            }
         };
         if self.topology.kind(node) != NodeKind::Host && !decrement_ttl(&mut frame) {
             return Forward::Drop { reason: DropReason::TtlExpired, node, frame };
@@ -407,7 +434,7 @@ impl Fabric {
             }
         };
         let port_index = next_hops[usize::from(ecmp.chosen)];
-        self.enqueue(now, node, port_index, ecmp, frame, tag)
+        self.enqueue(now, node, port_index, ecmp, (frame, tag), destination)
     }
 
     /// Puts `frame` in the egress queue of `node`'s port: tail drop, MTU check, exact timing.
@@ -417,8 +444,8 @@ impl Fabric {
         node: NodeId,
         port_index: u16,
         ecmp: EcmpChoice,
-        mut frame: Vec<u8>,
-        tag: u64,
+        (mut frame, tag): (Vec<u8>, u64),
+        destination: NodeId,
     ) -> Forward {
         let port = self.topology.ports(node)[usize::from(port_index)];
         let config = *self.topology.link_config(port.link);
@@ -463,6 +490,7 @@ impl Fabric {
             ecmp,
             frame,
             tag,
+            destination: Some((destination, self.announce_epoch)),
             generation,
         })
     }

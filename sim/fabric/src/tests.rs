@@ -315,6 +315,35 @@ fn announced_blocks_route_to_their_host_and_go_when_withdrawn() {
     assert_eq!(harness.fabric.host_for(Ipv4Addr::new(10, 0, 1, 70)), Some(NodeId(9)));
 }
 
+#[test]
+fn a_block_withdrawn_while_a_frame_is_in_flight_stops_it_at_the_next_hop() {
+    let mut fabric = Fabric::new(&FabricConfig::default()).unwrap();
+    let block = Ipv4Addr::new(10, 0, 1, 64);
+    let mut to_pod = frame(0, 99, 1000, 100);
+    to_pod[30..34].copy_from_slice(&[10, 0, 1, 77]);
+    fabric.announce(NodeId(42), block, 26).unwrap();
+    let hop = |fabric: &mut Fabric, forward: Forward| match forward {
+        Forward::Transmit(transmit) => fabric.arrive(transmit.arrive_at, transmit),
+        other => panic!("not in flight: {other:?}"),
+    };
+    // Undisturbed, the frame crosses the leaf; withdrawn while on the first link, it stops
+    // there; announced again at another host, it turns toward that host.
+    let sent = fabric.send(SimTime::ZERO, NodeId(0), to_pod.clone());
+    assert!(matches!(hop(&mut fabric, sent), Forward::Transmit(_)));
+    let sent = fabric.send(SimTime(1_000_000), NodeId(0), to_pod.clone());
+    fabric.withdraw(block, 26);
+    let stopped = hop(&mut fabric, sent);
+    assert!(matches!(stopped, Forward::Drop { reason: DropReason::NoRoute, .. }), "{stopped:?}");
+    fabric.announce(NodeId(42), block, 26).unwrap();
+    let mut forward = fabric.send(SimTime(2_000_000), NodeId(0), to_pod);
+    fabric.withdraw(block, 26);
+    fabric.announce(NodeId(0), block, 26).unwrap();
+    while let Forward::Transmit(transmit) = forward {
+        forward = fabric.arrive(transmit.arrive_at, transmit);
+    }
+    assert!(matches!(forward, Forward::Deliver { host: NodeId(0), .. }), "{forward:?}");
+}
+
 proptest! {
     /// The 64-bit fast path of the timing arithmetic gives the exact 128-bit result, rounded
     /// down or up, including products that overflow 64 bits.
