@@ -356,9 +356,11 @@ impl Simulation<'_> {
     pub(super) fn receive_bgp(&mut self, host: NodeId, frame: Vec<u8>) {
         let now = self.now;
         if let Some(calico) = self.overlay.as_mut().and_then(Overlay::calico_mut) {
-            calico.speakers[host.0 as usize].handle_frame(now, &frame);
+            let speaker = &mut calico.speakers[host.0 as usize];
+            speaker.handle_frame(now, &frame);
+            // The speaker answers (acknowledgements, updates) in the buffer it just read.
+            speaker.recycle(frame);
         }
-        self.recycle(frame);
         self.flush_speaker(host.0);
     }
 

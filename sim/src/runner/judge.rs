@@ -247,6 +247,8 @@ fn fingerprint(frame: &[u8]) -> u16 {
 
 /// Marks a hop tag as read: a frame's tag is never zero once read, probe or not.
 const TAG_READ: u64 = 1 << 63;
+/// Marks a hop tag of a frame without a probe (not traffic of the scenario).
+const TAG_NO_PROBE: u64 = 1 << 62;
 
 /// What [`Judge::hop`] needs of a frame, read once when it is sent and carried by the fabric
 /// from hop to hop as the frame's tag: its probe's flow and its 5-tuple's fingerprint (the
@@ -254,13 +256,13 @@ const TAG_READ: u64 = 1 << 63;
 pub(super) fn hop_tag(frame: &[u8]) -> u64 {
     match crate::traffic::Probe::find(frame) {
         Some(probe) => TAG_READ | (u64::from(probe.flow) << 16) | u64::from(fingerprint(frame)),
-        None => TAG_READ | (1 << 62),
+        None => TAG_READ | TAG_NO_PROBE,
     }
 }
 
 /// The flow and fingerprint in a tag from [`hop_tag`]; `None` for a frame without a probe.
 pub(super) fn read_hop_tag(tag: u64) -> Option<(u32, u16)> {
-    (tag & (1 << 62) == 0).then_some(((tag >> 16) as u32, tag as u16))
+    (tag & TAG_NO_PROBE == 0).then_some(((tag >> 16) as u32, tag as u16))
 }
 
 /// A flow direction's last ECMP choice among two or more members (none yet: no members).

@@ -7,7 +7,7 @@
 //! Per-peer state is a bit per prefix (what the peer was sent, what to look at again for it).
 //!
 //! Memory is what limits a simulation of thousands of speakers, so an entry holds no heap
-//! allocation in the common case: a path is 16 bytes (the attributes most routes share, such as
+//! allocation in the common case: a path is 12 bytes (the attributes most routes share, such as
 //! AS_PATH and CLUSTER_LIST, are interned per speaker), two paths are inline and more spill into
 //! a side table, a single next hop is inline and several (ECMP) go to a side table. Exported
 //! attributes are interned too and kept encoded, so that one computation serves every peer.
@@ -185,6 +185,9 @@ pub(super) struct Entry {
     hop: Ipv4Addr,
     paths: [Path; 2],
 }
+
+// The sizes the module documentation states.
+const _: () = assert!(std::mem::size_of::<Entry>() == 40 && std::mem::size_of::<Path>() == 12);
 
 /// Entries in chunks: growing never moves one, and wastes at most a chunk.
 #[derive(Clone, Debug, Default)]
@@ -471,11 +474,6 @@ impl Rib {
         self.entries[id as usize].local = local;
         self.mark_dirty(id);
         true
-    }
-
-    /// Every locally originated prefix, in prefix order.
-    pub(super) fn locals(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
-        self.sorted(|e| e.local).into_iter().map(|id| self.entries[id as usize].prefix)
     }
 
     /// The ids of the entries `keep` keeps, in prefix order.

@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use netsim_core::checksum;
+use netsim_core::packet::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, IP_PROTO_TCP};
 
 /// The TCP port BGP listens on.
 pub const BGP_PORT: u16 = 179;
@@ -756,14 +757,13 @@ pub struct TcpFrame<'a> {
     pub payload: &'a [u8],
 }
 
-const ETHERNET_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
 const TCP_LEN: usize = 20;
 
 /// Builds an Ethernet II / IPv4 / TCP frame; the destination MAC is zero (the fabric rewrites
 /// MACs hop by hop). IPv4 with don't-fragment, TTL 64, identification 0; TCP without options.
 pub fn build_frame(mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, s: &Segment, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(ETHERNET_LEN + IPV4_LEN + TCP_LEN + payload.len());
+    let mut frame = Vec::with_capacity(ETHERNET_HEADER_LEN + IPV4_LEN + TCP_LEN + payload.len());
     build_frame_into(&mut frame, mac, src, dst, s, payload);
     frame
 }
@@ -779,20 +779,20 @@ pub fn build_frame_into(
 ) {
     // Written by hand rather than with etherparse's builder, whose by-value steps copy the
     // whole builder at each step (byte-identical output, see the tests).
-    let headers = ETHERNET_LEN + IPV4_LEN + TCP_LEN;
+    let headers = ETHERNET_HEADER_LEN + IPV4_LEN + TCP_LEN;
     frame.clear();
     frame.reserve(headers + payload.len());
     frame.resize(headers, 0);
     frame[6..12].copy_from_slice(&mac);
-    frame[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = ETHERNET_LEN;
+    frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let ip = ETHERNET_HEADER_LEN;
     // Payloads are bounded by a segment or a message, far below the IPv4 limit.
     let ip_len = (IPV4_LEN + TCP_LEN + payload.len()) as u16;
     frame[ip] = 0x45;
     frame[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
     frame[ip + 6] = 0x40; // don't fragment
     frame[ip + 8] = 64;
-    frame[ip + 9] = 6;
+    frame[ip + 9] = IP_PROTO_TCP;
     frame[ip + 12..ip + 16].copy_from_slice(&src.octets());
     frame[ip + 16..ip + 20].copy_from_slice(&dst.octets());
     let ip_checksum = checksum::finish(checksum::ones_complement_sum(&frame[ip..ip + IPV4_LEN]));
@@ -808,29 +808,19 @@ pub fn build_frame_into(
     frame[tcp + 14..tcp + 16].copy_from_slice(&s.window.to_be_bytes());
     frame.extend_from_slice(payload);
     let tcp_len = (TCP_LEN + payload.len()) as u64;
-    let pseudo = checksum::sum_words(&frame[ip + 12..ip + 20], 6 + tcp_len);
-    let sum = checksum::finish(checksum::fold(sum_words(&frame[tcp..], pseudo)));
+    let pseudo = checksum::sum_words(&frame[ip + 12..ip + 20], u64::from(IP_PROTO_TCP) + tcp_len);
+    let sum = checksum::finish(checksum::fold(checksum::sum_words(&frame[tcp..], pseudo)));
     frame[tcp + 16..tcp + 18].copy_from_slice(&sum.to_be_bytes());
-}
-
-/// [`checksum::sum_words`], four bytes at a time: a 32-bit big-endian word is two 16-bit words,
-/// and the ones'-complement fold takes its high half back to the low one.
-fn sum_words(bytes: &[u8], mut acc: u64) -> u64 {
-    let mut words = bytes.chunks_exact(4);
-    for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    checksum::sum_words(words.remainder(), acc)
 }
 
 /// Reads an Ethernet II / IPv4 / TCP frame, verifying both checksums.
 pub fn parse_frame(frame: &[u8]) -> Result<TcpFrame<'_>, FrameError> {
     // Read by hand, every length checked before use (a test compares with etherparse).
-    let ether_type = frame.get(12..ETHERNET_LEN).ok_or(FrameError::Truncated)?;
-    if ether_type != [0x08, 0x00] {
+    let ether_type = frame.get(12..ETHERNET_HEADER_LEN).ok_or(FrameError::Truncated)?;
+    if ether_type != ETHERTYPE_IPV4.to_be_bytes() {
         return Err(FrameError::NotIpv4);
     }
-    let ip = &frame[ETHERNET_LEN..];
+    let ip = &frame[ETHERNET_HEADER_LEN..];
     if ip.len() < IPV4_LEN || ip[0] >> 4 != 4 {
         return Err(FrameError::Truncated);
     }
@@ -844,7 +834,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<TcpFrame<'_>, FrameError> {
     if more_fragments || offset != 0 {
         return Err(FrameError::NotIpv4);
     }
-    if ip[9] != 6 {
+    if ip[9] != IP_PROTO_TCP {
         return Err(FrameError::NotTcp);
     }
     if checksum::ones_complement_sum(&ip[..header_len]) != 0xffff {
@@ -860,8 +850,8 @@ pub fn parse_frame(frame: &[u8]) -> Result<TcpFrame<'_>, FrameError> {
     if data_offset < TCP_LEN || data_offset > tcp.len() {
         return Err(FrameError::Truncated);
     }
-    let pseudo = checksum::sum_words(&ip[12..20], 6 + tcp.len() as u64);
-    if checksum::fold(sum_words(tcp, pseudo)) != 0xffff {
+    let pseudo = checksum::sum_words(&ip[12..20], u64::from(IP_PROTO_TCP) + tcp.len() as u64);
+    if checksum::fold(checksum::sum_words(tcp, pseudo)) != 0xffff {
         return Err(FrameError::BadChecksum);
     }
     let u16_at = |i: usize| u16::from_be_bytes([tcp[i], tcp[i + 1]]);
