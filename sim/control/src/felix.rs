@@ -141,6 +141,10 @@ impl Felix {
             let collection = Collection::of(&pod.pod.namespace, &pod.pod.template.labels);
             collections.entry(collection).or_default().push(SetMember::address(pod.ip));
         }
+        // Sorted once here, copied once per host that has a member (not once per pod).
+        let collections: BTreeMap<Collection, Vec<SetMember>> =
+            collections.into_iter().map(|(collection, members)| (collection, sorted(members))).collect();
+        let mut used_ports: BTreeMap<(&str, &str), Vec<SetMember>> = BTreeMap::new();
         let allow = |dst| Rule {
             protocol: None,
             src: AddrMatch::Any,
@@ -155,12 +159,15 @@ impl Felix {
             let Some(program) = programs.get_mut(pod.host as usize) else { continue };
             let collection = Collection::of(&pod.pod.namespace, &pod.pod.template.labels);
             let members = self.set_id(format!("uses-labels {collection} members"));
-            program.ipsets.insert(members, sorted(collections[&collection].clone()));
+            program.ipsets.entry(members).or_insert_with(|| collections[&collection].clone());
             let mut egress = vec![allow(AddrMatch::OriginalSet(members))];
             let mut name = format!("uses-labels {collection}");
             if let Some(value) = pod.pod.template.labels.get(USES_LABEL) {
                 let used = self.set_id(format!("uses-labels {} uses {value}", collection.namespace));
-                program.ipsets.insert(used, used_service_ports(cluster, &collection.namespace, value));
+                let ports = used_ports
+                    .entry((&pod.pod.namespace, value))
+                    .or_insert_with(|| used_service_ports(cluster, &pod.pod.namespace, value));
+                program.ipsets.entry(used).or_insert_with(|| ports.clone());
                 egress.push(allow(AddrMatch::OriginalPorts(used)));
                 name += &format!(" uses {value}");
             }

@@ -453,6 +453,7 @@ impl CalicoHost {
                 // Both tables are sorted by key: walk them side by side.
                 let new = Arc::clone(&self.services);
                 let mut after = new.iter().peekable();
+                let mut departed: BTreeMap<ServiceKey, Vec<(Ipv4Addr, u16)>> = BTreeMap::new();
                 for (&key, before) in old.iter() {
                     while after.next_if(|&(&k, _)| k < key).is_some() {}
                     let now = after.next_if(|&(&k, _)| k == key).map(|(_, backends)| backends);
@@ -461,7 +462,17 @@ impl CalicoHost {
                     }
                     let gone: Vec<(Ipv4Addr, u16)> =
                         before.iter().filter(|b| !now.is_some_and(|now| now.contains(b))).copied().collect();
-                    self.flush_backends(key, &gone);
+                    if !gone.is_empty() {
+                        departed.insert(key, gone);
+                    }
+                }
+                // One walk of the connections for every service that lost backends.
+                if !departed.is_empty() {
+                    self.flush(|tuple, rewrite| {
+                        departed.get(&(tuple.dst, tuple.dst_port, tuple.protocol)).is_some_and(|gone| {
+                            rewrite.and_then(|r| r.dst).is_some_and(|dst| gone.contains(&dst))
+                        })
+                    });
                 }
             }
         }
