@@ -27,6 +27,10 @@ pub struct EventQueue<E> {
     next_seq: u64,
 }
 
+/// Where a popped event waits while the caller works on it in place ([`EventQueue::pop_slot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(u32);
+
 /// Bits of a key's low word holding the slab slot; the scheduling order takes the rest.
 const SLOT_BITS: u32 = 24;
 /// Most events pending at once (16.7 M): beyond, the slot no longer fits its key.
@@ -73,12 +77,41 @@ impl<E> EventQueue<E> {
 
     /// Removes and returns the earliest event.
     pub fn pop(&mut self) -> Option<(SimTime, E)> {
+        let (time, slot) = self.pop_slot()?;
+        Some((time, self.release(slot)))
+    }
+
+    /// Takes the earliest event off the schedule but leaves it where it is: the caller may
+    /// work on it in place ([`EventQueue::get_mut`]) and then either schedule it again
+    /// ([`EventQueue::requeue`]) or take it out ([`EventQueue::release`]). A frame crossing
+    /// the fabric is one event from hop to hop, rescheduled without being moved.
+    ///
+    /// Every popped slot must be requeued or released before the next pop or push.
+    pub fn pop_slot(&mut self) -> Option<(SimTime, Slot)> {
         let key = self.heap.pop()?;
         let slot = (key as u64 & ((1 << SLOT_BITS) - 1)) as u32;
-        // Every key points at a filled slot: slots are emptied only here, once per key.
-        let event = self.slab[slot as usize].take().expect("queued slot holds its event");
-        self.free.push(slot);
-        Some((SimTime((key >> 64) as u64), event))
+        Some((SimTime((key >> 64) as u64), Slot(slot)))
+    }
+
+    /// The event in a popped slot.
+    pub fn get_mut(&mut self, slot: Slot) -> &mut E {
+        // Every key points at a filled slot: slots are emptied only by `release`.
+        self.slab[slot.0 as usize].as_mut().expect("popped slot holds its event")
+    }
+
+    /// Schedules the event in a popped slot again, at `time`, exactly as [`EventQueue::push`]
+    /// would schedule it: after every event already scheduled at that time.
+    pub fn requeue(&mut self, slot: Slot, time: SimTime) {
+        debug_assert!(self.slab[slot.0 as usize].is_some(), "requeue of a released slot");
+        self.heap.push(key(time.as_nanos(), self.next_seq, slot.0));
+        self.next_seq += 1;
+    }
+
+    /// Takes the event out of a popped slot, and frees the slot.
+    pub fn release(&mut self, slot: Slot) -> E {
+        let event = self.slab[slot.0 as usize].take().expect("popped slot holds its event");
+        self.free.push(slot.0);
+        event
     }
 
     /// The time of the earliest event.
@@ -234,22 +267,51 @@ mod tests {
         assert_eq!(order, ["a", "b", "c", "d"]);
     }
 
+    #[test]
+    fn a_requeued_event_keeps_its_place_and_goes_after_its_peers() {
+        let mut queue = EventQueue::new();
+        queue.push(SimTime(1), "hop");
+        queue.push(SimTime(5), "other");
+        let (time, slot) = queue.pop_slot().expect("one is due");
+        assert_eq!((time, *queue.get_mut(slot)), (SimTime(1), "hop"));
+        *queue.get_mut(slot) = "next hop";
+        queue.requeue(slot, SimTime(5));
+        queue.push(SimTime(5), "later");
+        let order: Vec<_> = std::iter::from_fn(|| queue.pop()).map(|(t, e)| (t.as_nanos(), e)).collect();
+        assert_eq!(order, [(5, "other"), (5, "next hop"), (5, "later")]);
+        assert!(queue.is_empty());
+    }
+
     proptest! {
-        /// The queue pops in (time, insertion) order whatever the pushes and interleaved pops,
-        /// checked against a sorted reference.
+        /// The queue pops in (time, insertion) order whatever the pushes, interleaved pops and
+        /// events popped and scheduled again in place (`op` 0: push, 1: pop, 2: requeue `time`
+        /// later), checked against a sorted reference of (time, scheduling order, event).
         #[test]
-        fn pops_in_time_then_insertion_order(ops in proptest::collection::vec((0u64..20, any::<bool>()), 1..200)) {
+        fn pops_in_time_then_insertion_order(ops in proptest::collection::vec((0u64..20, 0u8..3), 1..200)) {
             let mut queue = EventQueue::new();
-            let mut reference: Vec<(u64, usize)> = Vec::new();
-            for (index, (time, pop)) in ops.into_iter().enumerate() {
-                if pop {
-                    reference.sort();
-                    let expected = (!reference.is_empty()).then(|| reference.remove(0));
-                    let got = queue.pop().map(|(t, i)| (t.as_nanos(), i));
-                    prop_assert_eq!(got, expected);
-                } else {
-                    queue.push(SimTime(time), index);
-                    reference.push((time, index));
+            let mut reference: Vec<(u64, usize, usize)> = Vec::new();
+            for (index, (time, op)) in ops.into_iter().enumerate() {
+                reference.sort();
+                match op {
+                    0 => {
+                        queue.push(SimTime(time), index);
+                        reference.push((time, index, index));
+                    }
+                    1 => {
+                        let expected = (!reference.is_empty()).then(|| reference.remove(0));
+                        let got = queue.pop().map(|(t, e)| (t.as_nanos(), e));
+                        prop_assert_eq!(got, expected.map(|(t, _, e)| (t, e)));
+                    }
+                    _ => {
+                        let Some((at, slot)) = queue.pop_slot() else {
+                            prop_assert!(reference.is_empty());
+                            continue;
+                        };
+                        let (expected_at, _, event) = reference.remove(0);
+                        prop_assert_eq!((at.as_nanos(), *queue.get_mut(slot)), (expected_at, event));
+                        queue.requeue(slot, SimTime(at.as_nanos() + time));
+                        reference.push((at.as_nanos() + time, index, event));
+                    }
                 }
             }
             prop_assert_eq!(queue.len(), reference.len());

@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use std::net::Ipv4Addr;
 
 use netsim_core::{SimDuration, SimTime, packet::FiveTuple};
-use netsim_fabric::{Element, Fabric, FabricEvent, Forward, NodeId, Transmit};
+use netsim_fabric::{Element, Fabric, FabricEvent, Forward, Hop, NodeId, Transmit};
 use netsim_vrouter::overlay::{VROUTER_MAC, Vrouter, VrouterConfig};
 use netsim_vrouter::{DataPlane, Forward as VrouterForward, InterfaceId, Port};
 use rand_chacha::ChaCha8Rng;
@@ -27,7 +27,7 @@ use rand_core::Rng;
 
 use crate::agent::Agent;
 use crate::control_channel::{self, ControlPacket};
-use crate::engine::{EventQueue, RngStreams, TraceHash};
+use crate::engine::{EventQueue, RngStreams, Slot, TraceHash};
 use crate::scenario::{
     Change, ChurnRate, ClusterSpec, Dataplane, Endpoints, FailureWindow, FaultAction, Pattern, PodTarget,
     Scenario, TrafficSpec,
@@ -634,63 +634,22 @@ impl Simulation<'_> {
     // ANCHOR: event_loop
     /// Pops and executes events until none is left; `true` if it stopped at the event bound.
     fn run_loop(&mut self, progress: &mut dyn FnMut(SimTime)) -> bool {
-        while let Some((time, event)) = self.queue.pop() {
+        while let Some((time, slot)) = self.queue.pop_slot() {
             if self.events == self.scenario.events_max {
+                self.queue.release(slot);
                 return true;
             }
             self.events += 1;
             self.now = time;
-            match event {
-                Event::Generate(flow) => self.generate(flow),
-                Event::Arrive(transmit) => {
-                    self.capture_arrival(&transmit);
-                    let ident = ip_ident(&transmit.frame);
-                    let link = (u64::from(transmit.link.0) << 1) | u64::from(transmit.direction);
-                    self.trace.record(time, kind::ARRIVE, &[link, transmit.frame.len() as u64, ident]);
-                    let forward = self.fabric.arrive(time, transmit);
-                    self.handle(forward);
-                }
-                Event::Fault(index) => {
-                    self.trace.record(time, kind::FAULT, &[u64::from(index)]);
-                    let fault = &self.scenario.events[index as usize];
-                    match fault.action {
-                        FaultAction::Fail => self.fabric.fail(time, fault.element),
-                        FaultAction::Recover => self.fabric.recover(time, fault.element),
-                    }
-                    self.calico_fault(fault.element, fault.action == FaultAction::Recover);
-                    self.schedule_fabric_timer();
-                }
-                Event::FabricTimer => {
-                    self.trace.record(time, kind::FABRIC_TIMER, &[]);
-                    self.timers.remove(&time);
-                    self.fabric.handle_timeout(time);
-                    self.drain_fabric_events();
-                    self.schedule_fabric_timer();
-                }
-                Event::Churn(index) => {
-                    self.trace.record(time, kind::CHURN, &[u64::from(index)]);
-                    let change = self.scenario.churn[index as usize].change.clone();
-                    self.apply_change(&change);
-                }
-                Event::ChurnRate(index) => {
-                    self.trace.record(time, kind::CHURN_RATE, &[u64::from(index)]);
-                    self.churn_at_rate(index as usize);
-                }
-                Event::ControlSend(update) => {
-                    self.trace.record(time, kind::CONTROL_UPDATE, &[u64::from(update)]);
-                    self.send_update(update);
-                }
-                Event::VrouterTimer(host) => {
-                    self.trace.record(time, kind::VROUTER_TIMER, &[u64::from(host)]);
-                    if let Some(overlay) = &mut self.overlay {
-                        overlay.timers[host as usize] = None;
-                        overlay.plane(host as usize).handle_timeout(time);
-                    }
-                    self.schedule_vrouter_timer(host);
-                }
-                Event::BgpTimer(host) => self.bgp_timer(host),
-                Event::FelixApply(update) => self.felix_apply(update),
-                Event::Trace => self.inject_trace(),
+            // Most events are frames reaching the end of a link: handled where they wait.
+            let event = if self.tracer.is_none() && matches!(self.queue.get_mut(slot), Event::Arrive(_)) {
+                self.arrive_in_place(time, slot);
+                None
+            } else {
+                Some(self.queue.release(slot))
+            };
+            if let Some(event) = event {
+                self.dispatch(time, event);
             }
             if let Some(tracer) = &self.tracer
                 && tracer.done()
@@ -709,6 +668,82 @@ impl Simulation<'_> {
             self.record_overlay_state();
         }
         false
+    }
+
+    /// A frame reaches the end of its link: the same `Transmit`, left in its slot of the
+    /// queue, goes on to its next link (and is scheduled again), or out of the fabric.
+    /// [`Simulation::dispatch`]'s `Event::Arrive` does the same with a frame it owns.
+    fn arrive_in_place(&mut self, time: SimTime, slot: Slot) {
+        let Event::Arrive(transmit) = self.queue.get_mut(slot) else {
+            unreachable!("called for arrivals only")
+        };
+        note_arrival(&mut self.captures, &mut self.trace, time, transmit);
+        match self.fabric.forward(time, transmit) {
+            Hop::Transmit => {
+                note_departure(&mut self.judge, &self.fabric, &mut self.captures, time, transmit);
+                let at = transmit.arrive_at;
+                self.queue.requeue(slot, at);
+            }
+            hop => {
+                let Event::Arrive(transmit) = self.queue.release(slot) else {
+                    unreachable!("the slot held an arrival")
+                };
+                self.handle(transmit.into_forward(hop));
+            }
+        }
+    }
+
+    /// Executes an event taken out of the queue.
+    fn dispatch(&mut self, time: SimTime, event: Event) {
+        match event {
+            Event::Generate(flow) => self.generate(flow),
+            Event::Arrive(transmit) => {
+                note_arrival(&mut self.captures, &mut self.trace, time, &transmit);
+                let forward = self.fabric.arrive(time, transmit);
+                self.handle(forward);
+            }
+            Event::Fault(index) => {
+                self.trace.record(time, kind::FAULT, &[u64::from(index)]);
+                let fault = &self.scenario.events[index as usize];
+                match fault.action {
+                    FaultAction::Fail => self.fabric.fail(time, fault.element),
+                    FaultAction::Recover => self.fabric.recover(time, fault.element),
+                }
+                self.calico_fault(fault.element, fault.action == FaultAction::Recover);
+                self.schedule_fabric_timer();
+            }
+            Event::FabricTimer => {
+                self.trace.record(time, kind::FABRIC_TIMER, &[]);
+                self.timers.remove(&time);
+                self.fabric.handle_timeout(time);
+                self.drain_fabric_events();
+                self.schedule_fabric_timer();
+            }
+            Event::Churn(index) => {
+                self.trace.record(time, kind::CHURN, &[u64::from(index)]);
+                let change = self.scenario.churn[index as usize].change.clone();
+                self.apply_change(&change);
+            }
+            Event::ChurnRate(index) => {
+                self.trace.record(time, kind::CHURN_RATE, &[u64::from(index)]);
+                self.churn_at_rate(index as usize);
+            }
+            Event::ControlSend(update) => {
+                self.trace.record(time, kind::CONTROL_UPDATE, &[u64::from(update)]);
+                self.send_update(update);
+            }
+            Event::VrouterTimer(host) => {
+                self.trace.record(time, kind::VROUTER_TIMER, &[u64::from(host)]);
+                if let Some(overlay) = &mut self.overlay {
+                    overlay.timers[host as usize] = None;
+                    overlay.plane(host as usize).handle_timeout(time);
+                }
+                self.schedule_vrouter_timer(host);
+            }
+            Event::BgpTimer(host) => self.bgp_timer(host),
+            Event::FelixApply(update) => self.felix_apply(update),
+            Event::Trace => self.inject_trace(),
+        }
     }
 
     fn record_overlay_state(&mut self) {
@@ -1254,14 +1289,6 @@ impl Simulation<'_> {
         }
     }
 
-    fn capture_arrival(&mut self, transmit: &Transmit) {
-        for (tap, capture) in &mut self.captures {
-            if *tap == Tap::Link(transmit.to, transmit.link) {
-                record_frame(capture, self.now, &transmit.frame);
-            }
-        }
-    }
-
     /// Acts on the fate the fabric gave a frame.
     fn handle(&mut self, forward: Forward) {
         match forward {
@@ -1270,19 +1297,7 @@ impl Simulation<'_> {
                     self.queue.push(transmit.arrive_at, Event::Arrive(transmit));
                     return;
                 }
-                if self.judge.records_hops() {
-                    if transmit.tag == 0 {
-                        transmit.tag = judge::hop_tag(&transmit.frame);
-                    }
-                    if let Some((flow, tuple)) = judge::read_hop_tag(transmit.tag) {
-                        self.judge.hop(&self.fabric, &transmit, flow, tuple);
-                    }
-                }
-                for (tap, capture) in &mut self.captures {
-                    if *tap == Tap::Link(transmit.from, transmit.link) {
-                        record_frame(capture, self.now, &transmit.frame);
-                    }
-                }
+                note_departure(&mut self.judge, &self.fabric, &mut self.captures, self.now, &mut transmit);
                 self.queue.push(transmit.arrive_at, Event::Arrive(transmit));
             }
             Forward::Deliver { host, frame } => {
@@ -1484,6 +1499,44 @@ impl Simulation<'_> {
 }
 
 /// Keeps a copy of `frame` in `capture`, or counts it if the capture is full.
+/// A frame reaches the end of its link at `now`: captures of the link record it, and the
+/// trace hash takes the arrival in.
+fn note_arrival(captures: &mut [(Tap, Capture)], trace: &mut TraceHash, now: SimTime, transmit: &Transmit) {
+    for (tap, capture) in captures {
+        if *tap == Tap::Link(transmit.to, transmit.link) {
+            record_frame(capture, now, &transmit.frame);
+        }
+    }
+    let ident = ip_ident(&transmit.frame);
+    let link = (u64::from(transmit.link.0) << 1) | u64::from(transmit.direction);
+    trace.record(now, kind::ARRIVE, &[link, transmit.frame.len() as u64, ident]);
+}
+
+/// A frame leaves a node on a link at `now`: the ECMP judge records the member it took, and
+/// captures of that link record the frame. A free function, so that the frame may stay in its
+/// slot of the event queue meanwhile.
+fn note_departure(
+    judge: &mut judge::Judge,
+    fabric: &Fabric,
+    captures: &mut [(Tap, Capture)],
+    now: SimTime,
+    transmit: &mut Transmit,
+) {
+    if judge.records_hops() {
+        if transmit.tag == 0 {
+            transmit.tag = judge::hop_tag(&transmit.frame);
+        }
+        if let Some((flow, tuple)) = judge::read_hop_tag(transmit.tag) {
+            judge.hop(fabric, transmit, flow, tuple);
+        }
+    }
+    for (tap, capture) in captures {
+        if *tap == Tap::Link(transmit.from, transmit.link) {
+            record_frame(capture, now, &transmit.frame);
+        }
+    }
+}
+
 fn record_frame(capture: &mut Capture, now: SimTime, frame: &[u8]) {
     if capture.frames.len() < CAPTURE_FRAMES_MAX {
         capture.frames.push((now, frame.to_vec()));

@@ -168,6 +168,54 @@ pub enum Forward {
 }
 // ANCHOR_END: forward
 
+/// The fate of a frame handed to [`Fabric::forward`], which leaves the frame in its
+/// [`Transmit`]: a frame crossing the fabric stays in one place from hop to hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hop {
+    /// The `Transmit` now describes the next link; hand it back at its `arrive_at`.
+    Transmit,
+    /// Reached the host it was addressed to.
+    Deliver {
+        /// The receiving host.
+        host: NodeId,
+    },
+    /// Lost.
+    Drop {
+        /// Why.
+        reason: DropReason,
+        /// Where: the node that dropped it (for in-flight losses, the receiving end).
+        node: NodeId,
+    },
+}
+
+impl Transmit {
+    /// A frame about to leave `host`, before routing has picked its link.
+    fn leaving(host: NodeId, frame: Vec<u8>) -> Transmit {
+        Transmit {
+            arrive_at: SimTime::ZERO,
+            link: LinkId(0),
+            direction: 0,
+            from: host,
+            to: host,
+            ecmp: EcmpChoice { members: 1, chosen: 0 },
+            frame,
+            tag: 0,
+            destination: None,
+            generation: 0,
+        }
+    }
+
+    /// The frame's fate as a [`Forward`], which owns the frame, from the [`Hop`]
+    /// [`Fabric::forward`] returned for it.
+    pub fn into_forward(self, hop: Hop) -> Forward {
+        match hop {
+            Hop::Transmit => Forward::Transmit(self),
+            Hop::Deliver { host } => Forward::Deliver { host, frame: self.frame },
+            Hop::Drop { reason, node } => Forward::Drop { reason, node, frame: self.frame },
+        }
+    }
+}
+
 /// A notification from the fabric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FabricEvent {
@@ -363,99 +411,113 @@ impl Fabric {
     /// A host puts `frame` on the wire at `now`.
     pub fn send(&mut self, now: SimTime, host: NodeId, frame: Vec<u8>) -> Forward {
         debug_assert_eq!(self.topology.kind(host), NodeKind::Host);
-        if !self.node_up[host.0 as usize] {
-            return Forward::Drop { reason: DropReason::NodeDown, node: host, frame };
-        }
-        self.route(now, host, frame, 0, None)
+        let mut transmit = Transmit::leaving(host, frame);
+        let hop = if self.node_up[host.0 as usize] {
+            self.route(now, host, &mut transmit, None)
+        } else {
+            Hop::Drop { reason: DropReason::NodeDown, node: host }
+        };
+        transmit.into_forward(hop)
     }
 
     /// `transmit` reaches the far end of its link at `now` (its `arrive_at`).
-    pub fn arrive(&mut self, now: SimTime, transmit: Transmit) -> Forward {
+    pub fn arrive(&mut self, now: SimTime, mut transmit: Transmit) -> Forward {
+        let hop = self.forward(now, &mut transmit);
+        transmit.into_forward(hop)
+    }
+
+    /// `transmit` reaches the far end of its link at `now` (its `arrive_at`), as
+    /// [`Fabric::arrive`], but in place: on [`Hop::Transmit`] the same `Transmit` now
+    /// describes the frame on its next link; otherwise it holds the delivered or dropped frame.
+    pub fn forward(&mut self, now: SimTime, transmit: &mut Transmit) -> Hop {
         debug_assert!(now >= transmit.arrive_at, "arrival handled before its time");
-        let Transmit { link, to, frame, generation, tag, destination, .. } = transmit;
+        let (link, to) = (transmit.link, transmit.to);
         let destination =
-            destination.filter(|&(_, epoch)| epoch == self.announce_epoch).map(|(host, _)| host);
+            transmit.destination.filter(|&(_, epoch)| epoch == self.announce_epoch).map(|(host, _)| host);
         let state = &self.links[link.0 as usize];
         // A failure of the link or either end since departure loses the frame.
-        if !state.up || state.generation != generation {
-            return Forward::Drop { reason: DropReason::LinkDown, node: to, frame };
+        if !state.up || state.generation != transmit.generation {
+            return Hop::Drop { reason: DropReason::LinkDown, node: to };
         }
         if !self.node_up[to.0 as usize] {
-            return Forward::Drop { reason: DropReason::NodeDown, node: to, frame };
+            return Hop::Drop { reason: DropReason::NodeDown, node: to };
         }
         if self.topology.kind(to) == NodeKind::Host {
             let destination =
-                destination.or_else(|| ipv4_destination(&frame).and_then(|ip| self.host_for(ip)));
+                destination.or_else(|| ipv4_destination(&transmit.frame).and_then(|ip| self.host_for(ip)));
             return if destination == Some(to) {
-                Forward::Deliver { host: to, frame }
+                Hop::Deliver { host: to }
             } else {
-                Forward::Drop { reason: DropReason::NotForHost, node: to, frame }
+                Hop::Drop { reason: DropReason::NotForHost, node: to }
             };
         }
-        self.route(now, to, frame, tag, destination)
+        self.route(now, to, transmit, destination)
     }
 
-    /// Routes `frame` out of `node`: the forwarding decision of a host or a switch.
-    /// `known` is the frame's destination host as the previous hop found it, if still valid.
-    fn route(
-        &mut self,
-        now: SimTime,
-        node: NodeId,
-        mut frame: Vec<u8>,
-        tag: u64,
-        known: Option<NodeId>,
-    ) -> Forward {
+    /// Routes the frame of `transmit` out of `node`: the forwarding decision of a host or a
+    /// switch. `known` is the frame's destination host as the previous hop found it, if still
+    /// valid.
+    fn route(&mut self, now: SimTime, node: NodeId, transmit: &mut Transmit, known: Option<NodeId>) -> Hop {
+        let frame = &mut transmit.frame;
         let destination = match known {
             Some(host) => host,
             None => {
-                let Some(address) = ipv4_destination(&frame) else {
-                    return Forward::Drop { reason: DropReason::Malformed, node, frame };
+                let Some(address) = ipv4_destination(frame) else {
+                    return Hop::Drop { reason: DropReason::Malformed, node };
                 };
                 let Some(host) = self.host_for(address) else {
-                    return Forward::Drop { reason: DropReason::NoRoute, node, frame };
+                    return Hop::Drop { reason: DropReason::NoRoute, node };
                 };
                 host
             }
         };
-        if self.topology.kind(node) != NodeKind::Host && !decrement_ttl(&mut frame) {
-            return Forward::Drop { reason: DropReason::TtlExpired, node, frame };
+        if self.topology.kind(node) != NodeKind::Host && !decrement_ttl(frame) {
+            return Hop::Drop { reason: DropReason::TtlExpired, node };
         }
         let next_hops = self.routing.next_hops(node, destination);
         let ecmp = match next_hops.len() {
             0 => {
-                return Forward::Drop { reason: DropReason::NoRoute, node, frame };
+                return Hop::Drop { reason: DropReason::NoRoute, node };
             }
             1 => EcmpChoice { members: 1, chosen: 0 },
             members => {
                 // `ipv4_destination` succeeded, so the 5-tuple reads too.
-                let hash = FiveTuple::from_ethernet(&frame)
+                let hash = FiveTuple::from_ethernet(frame)
                     .map_or(0, |tuple| tuple.hash(self.ecmp_seeds[node.0 as usize]));
-                EcmpChoice { members: members as u16, chosen: (hash % members as u64) as u16 }
+                // The remainder, without a division when the group is a power of two (most are).
+                let chosen = if members.is_power_of_two() {
+                    hash & (members as u64 - 1)
+                } else {
+                    hash % members as u64
+                };
+                EcmpChoice { members: members as u16, chosen: chosen as u16 }
             }
         };
         let port_index = next_hops[usize::from(ecmp.chosen)];
-        self.enqueue(now, node, port_index, ecmp, (frame, tag), destination)
+        self.enqueue(now, node, port_index, ecmp, transmit, destination)
     }
 
-    /// Puts `frame` in the egress queue of `node`'s port: tail drop, MTU check, exact timing.
+    /// Puts the frame of `transmit` in the egress queue of `node`'s port: tail drop, MTU
+    /// check, exact timing; on success `transmit` describes the frame on that port's link.
     fn enqueue(
         &mut self,
         now: SimTime,
         node: NodeId,
         port_index: u16,
         ecmp: EcmpChoice,
-        (mut frame, tag): (Vec<u8>, u64),
+        transmit: &mut Transmit,
         destination: NodeId,
-    ) -> Forward {
+    ) -> Hop {
         let port = self.topology.ports(node)[usize::from(port_index)];
-        let config = *self.topology.link_config(port.link);
+        let config = self.topology.link_config(port.link);
+        let frame = &mut transmit.frame;
         let ip_len = frame.len().saturating_sub(ETHERNET_HEADER_LEN) as u64;
         if ip_len > u64::from(config.mtu_bytes) {
-            return Forward::Drop { reason: DropReason::MtuExceeded, node, frame };
+            return Hop::Drop { reason: DropReason::MtuExceeded, node };
         }
         let state = &mut self.links[port.link.0 as usize];
         if !state.up {
-            return Forward::Drop { reason: DropReason::LinkDown, node, frame };
+            return Hop::Drop { reason: DropReason::LinkDown, node };
         }
         let direction = usize::from(port.direction);
         let busy_until = state.busy_until[direction];
@@ -465,7 +527,7 @@ impl Fabric {
         let counters = &mut state.counters[direction];
         if backlog_bytes + wire_bytes > config.queue_bytes_max {
             counters.queue_drops += 1;
-            return Forward::Drop { reason: DropReason::QueueFull, node, frame };
+            return Hop::Drop { reason: DropReason::QueueFull, node };
         }
         counters.frames += 1;
         counters.bytes += frame.len() as u64;
@@ -473,7 +535,6 @@ impl Fabric {
         let serialization_ns = mul_div_ceil(wire_bytes, 8_000_000_000, config.bandwidth_bps);
         let done = busy_until.max(now) + SimDuration::from_nanos(serialization_ns);
         state.busy_until[direction] = done;
-        let generation = state.generation;
         // Layer 2 of the next hop: our port's MAC as source, the peer port's as destination.
         if frame.len() >= 12 {
             let dst = self.topology.port_mac(port.peer, port.peer_port);
@@ -481,18 +542,15 @@ impl Fabric {
             frame[0..6].copy_from_slice(&dst);
             frame[6..12].copy_from_slice(&src);
         }
-        Forward::Transmit(Transmit {
-            arrive_at: done + config.latency,
-            link: port.link,
-            direction: port.direction,
-            from: node,
-            to: port.peer,
-            ecmp,
-            frame,
-            tag,
-            destination: Some((destination, self.announce_epoch)),
-            generation,
-        })
+        transmit.arrive_at = done + config.latency;
+        transmit.link = port.link;
+        transmit.direction = port.direction;
+        transmit.from = node;
+        transmit.to = port.peer;
+        transmit.ecmp = ecmp;
+        transmit.destination = Some((destination, self.announce_epoch));
+        transmit.generation = state.generation;
+        Hop::Transmit
     }
 
     /// `element` fails at `now`. Frames queued on or in flight over it are lost; routing

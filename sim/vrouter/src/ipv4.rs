@@ -1,5 +1,7 @@
 //! IPv4 helpers the data planes share: header checks, TTL, Ethernet framing, outer headers.
 
+use std::net::Ipv4Addr;
+
 use netsim_core::FiveTuple;
 use netsim_core::checksum;
 use netsim_core::packet::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, IP_PROTO_TCP, IP_PROTO_UDP, ethertype};
@@ -37,7 +39,11 @@ pub(crate) fn check_ip_header(frame: &[u8], at: usize) -> Result<usize, DropReas
     if total < header_len || total > ip.len() {
         return Err(DropReason::Malformed);
     }
-    if checksum::ones_complement_sum(&ip[..header_len]) != 0xffff {
+    let sum = match ip.first_chunk::<20>() {
+        Some(header) if header_len == 20 => checksum::header_sum(header),
+        _ => checksum::ones_complement_sum(&ip[..header_len]),
+    };
+    if sum != 0xffff {
         return Err(DropReason::BadChecksum);
     }
     Ok(header_len)
@@ -49,13 +55,29 @@ pub(crate) fn check_ipv4(frame: &[u8], at: usize) -> Result<Inner, DropReason> {
         return Err(DropReason::Malformed);
     }
     let header_len = check_ip_header(frame, at)?;
-    let total = usize::from(u16::from_be_bytes([frame[at + 2], frame[at + 3]]));
-    let tuple = FiveTuple::from_ipv4(&frame[at..at + total]).ok_or(DropReason::Malformed)?;
-    let fragment_offset = u16::from_be_bytes([frame[at + 6], frame[at + 7]]) & 0x1fff;
-    if matches!(tuple.protocol, IP_PROTO_TCP | IP_PROTO_UDP) && fragment_offset == 0 && total < header_len + 4
-    {
-        return Err(DropReason::Malformed);
-    }
+    // The header is whole and its total length within the frame: read the tuple in place.
+    let ip = &frame[at..];
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let protocol = ip[9];
+    let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+    // Fragments after the first carry no ports: they get zero ports, as routers hash them.
+    let (src_port, dst_port) = if matches!(protocol, IP_PROTO_TCP | IP_PROTO_UDP) && fragment_offset == 0 {
+        if total < header_len + 4 {
+            return Err(DropReason::Malformed);
+        }
+        let ports = &ip[header_len..header_len + 4];
+        (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]]))
+    } else {
+        (0, 0)
+    };
+    let tuple = FiveTuple {
+        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        protocol,
+        src_port,
+        dst_port,
+    };
+    debug_assert_eq!(FiveTuple::from_ipv4(&ip[..total]), Some(tuple));
     Ok(Inner { at, tuple })
 }
 
@@ -99,7 +121,7 @@ pub(crate) fn outer_header(
     header[9] = protocol;
     header[12..16].copy_from_slice(&source.octets());
     header[16..20].copy_from_slice(&destination.octets());
-    let sum = checksum::finish(checksum::ones_complement_sum(&header));
+    let sum = checksum::finish(checksum::header_sum(&header));
     header[10..12].copy_from_slice(&sum.to_be_bytes());
     header
 }
