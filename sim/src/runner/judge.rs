@@ -298,8 +298,8 @@ pub(super) struct Judge {
     verdicts: std::collections::HashMap<VerdictKey, Result<(), String>, rustc_hash::FxBuildHasher>,
     /// Open gaps: flow → (since, reason).
     open_gaps: BTreeMap<u32, (SimTime, &'static str)>,
-    /// Each service flow's backend.
-    backends: BTreeMap<u32, FlowBackend>,
+    /// Each service flow's backend, by flow id (flow ids are dense: indexes of the run's flows).
+    backends: Vec<Option<FlowBackend>>,
     /// Changes of the cluster so far.
     version: u64,
     /// Until when the last change of the cluster spreads to the hosts.
@@ -516,8 +516,12 @@ impl Judge {
     /// service's backends it is a live flow of that change (the last such change counts);
     /// otherwise it had no reason to move.
     fn reached(&mut self, now: SimTime, traffic: u32, flow: u32, to: PodId, port: u16) {
-        let Some(backend) = self.backends.get_mut(&flow) else {
-            self.backends.insert(flow, FlowBackend { current: to, port, stable: to, version: self.version });
+        let index = flow as usize;
+        if self.backends.len() <= index {
+            self.backends.resize(index + 1, None);
+        }
+        let Some(backend) = &mut self.backends[index] else {
+            self.backends[index] = Some(FlowBackend { current: to, port, stable: to, version: self.version });
             *self.per_backend.entry((traffic, to)).or_default() += 1;
             return;
         };
@@ -665,12 +669,16 @@ impl Judge {
 
     /// The backend flow `flow` last reached, if any.
     pub(super) fn backend_of(&self, flow: u32) -> Option<PodId> {
-        self.backends.get(&flow).map(|b| b.current)
+        self.backend(flow).map(|b| b.current)
     }
 
     /// The backend flow `flow` last reached and the port its request arrived on, if any.
     pub(super) fn backend_port_of(&self, flow: u32) -> Option<(PodId, u16)> {
-        self.backends.get(&flow).map(|b| (b.current, b.port))
+        self.backend(flow).map(|b| (b.current, b.port))
+    }
+
+    fn backend(&self, flow: u32) -> Option<&FlowBackend> {
+        self.backends.get(flow as usize).and_then(Option::as_ref)
     }
 
     /// A frame of flow `flow` (with the reply bit for replies) leaves a host or switch as

@@ -25,12 +25,14 @@ pub fn rewrite(packet: &mut [u8], end: End, address: Ipv4Addr, port: u16) {
     let old_address =
         [packet[address_at], packet[address_at + 1], packet[address_at + 2], packet[address_at + 3]];
     let new_address = address.octets();
-    let mut ip_checksum = u16::from_be_bytes([packet[10], packet[11]]);
-    for word in 0..2 {
-        let old = u16::from_be_bytes([old_address[2 * word], old_address[2 * word + 1]]);
-        let new = u16::from_be_bytes([new_address[2 * word], new_address[2 * word + 1]]);
-        ip_checksum = checksum::update(ip_checksum, old, new);
-    }
+    // RFC 1624 eqn. 3 for all changed words at once: HC' = ~(~HC + sum of (~m + m')). Folding
+    // once gives what updating word by word gives (a nonzero sum folds to the same value
+    // however it is split).
+    let [o0, o1, o2, o3] = old_address;
+    let [n0, n1, n2, n3] = new_address;
+    let address_delta = word_delta([o0, o1], [n0, n1]) + word_delta([o2, o3], [n2, n3]);
+    let ip_checksum = u16::from_be_bytes([packet[10], packet[11]]);
+    let ip_checksum = !checksum::fold(u64::from(!ip_checksum) + address_delta);
     packet[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
     packet[address_at..address_at + 4].copy_from_slice(&new_address);
 
@@ -40,23 +42,24 @@ pub fn rewrite(packet: &mut [u8], end: End, address: Ipv4Addr, port: u16) {
         _ => return,
     };
     let port_at = header_len + if end == End::Source { 0 } else { 2 };
-    let old_port = u16::from_be_bytes([packet[port_at], packet[port_at + 1]]);
+    let old_port = [packet[port_at], packet[port_at + 1]];
     packet[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
     let Some(field) = packet.get(checksum_at..checksum_at + 2) else { return };
-    let mut l4 = u16::from_be_bytes([field[0], field[1]]);
+    let l4 = u16::from_be_bytes([field[0], field[1]]);
     if protocol == IP_PROTO_UDP && l4 == 0 {
         return;
     }
-    for word in 0..2 {
-        let old = u16::from_be_bytes([old_address[2 * word], old_address[2 * word + 1]]);
-        let new = u16::from_be_bytes([new_address[2 * word], new_address[2 * word + 1]]);
-        l4 = checksum::update(l4, old, new);
-    }
-    l4 = checksum::update(l4, old_port, port);
+    let delta = address_delta + word_delta(old_port, port.to_be_bytes());
+    let mut l4 = !checksum::fold(u64::from(!l4) + delta);
     if protocol == IP_PROTO_UDP && l4 == 0 {
         l4 = 0xffff;
     }
     packet[checksum_at..checksum_at + 2].copy_from_slice(&l4.to_be_bytes());
+}
+
+/// What changing a 16-bit word from `old` to `new` adds to a ones'-complement sum: ~old + new.
+fn word_delta(old: [u8; 2], new: [u8; 2]) -> u64 {
+    u64::from(!u16::from_be_bytes(old)) + u64::from(u16::from_be_bytes(new))
 }
 
 #[cfg(test)]
@@ -96,7 +99,59 @@ mod tests {
         ip_ok && l4_ok
     }
 
+    /// The rewrite as RFC 1624 applies it: one checksum update per changed word, in turn.
+    fn rewrite_word_by_word(packet: &mut [u8], end: End, address: Ipv4Addr, port: u16) {
+        let header_len = usize::from(packet[0] & 0x0f) * 4;
+        let (address_at, port_at) = if end == End::Source { (12, header_len) } else { (16, header_len + 2) };
+        let checksum_at = header_len + if packet[9] == IP_PROTO_TCP { 16 } else { 6 };
+        let mut changes = Vec::new();
+        for (at, new) in
+            [(address_at, address.octets()[..2].to_vec()), (address_at + 2, address.octets()[2..].to_vec())]
+        {
+            changes.push((
+                at,
+                u16::from_be_bytes([packet[at], packet[at + 1]]),
+                u16::from_be_bytes([new[0], new[1]]),
+            ));
+        }
+        changes.push((port_at, u16::from_be_bytes([packet[port_at], packet[port_at + 1]]), port));
+        let field = |packet: &[u8], at: usize| u16::from_be_bytes([packet[at], packet[at + 1]]);
+        let (mut ip, mut l4) = (field(packet, 10), field(packet, checksum_at));
+        let udp_without_checksum = packet[9] == IP_PROTO_UDP && l4 == 0;
+        for (index, &(at, old, new)) in changes.iter().enumerate() {
+            if index < 2 {
+                ip = checksum::update(ip, old, new);
+            }
+            l4 = checksum::update(l4, old, new);
+            packet[at..at + 2].copy_from_slice(&new.to_be_bytes());
+        }
+        if udp_without_checksum {
+            l4 = 0;
+        } else if packet[9] == IP_PROTO_UDP && l4 == 0 {
+            l4 = 0xffff;
+        }
+        packet[10..12].copy_from_slice(&ip.to_be_bytes());
+        packet[checksum_at..checksum_at + 2].copy_from_slice(&l4.to_be_bytes());
+    }
+
     proptest! {
+        /// Updating the checksums once for all changed words writes the very bytes that
+        /// updating them word by word writes, zero's encodings included.
+        #[test]
+        fn one_update_for_all_words_is_word_by_word(tcp: bool, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16,
+                                                    to: [u8; 4], port: u16, source: bool, no_udp_checksum: bool,
+                                                    payload in prop::collection::vec(any::<u8>(), 0..64)) {
+            let mut original = packet(tcp, src, dst, sport, dport, &payload);
+            if !tcp && no_udp_checksum {
+                original[26..28].fill(0);
+            }
+            let end = if source { End::Source } else { End::Destination };
+            let (mut once, mut word_by_word) = (original.clone(), original);
+            rewrite(&mut once, end, Ipv4Addr::from(to), port);
+            rewrite_word_by_word(&mut word_by_word, end, Ipv4Addr::from(to), port);
+            prop_assert_eq!(once, word_by_word);
+        }
+
         /// Forward then reverse translation restores the packet exactly, and every checksum is
         /// valid at each step.
         #[test]
