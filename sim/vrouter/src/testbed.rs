@@ -94,16 +94,21 @@ fn frontend_policy() -> Acl {
 
 /// Host A's and host B's vrouters, programmed.
 pub fn pair(encapsulation: Encapsulation) -> (Vrouter, Vrouter) {
-    let vip_route = route(NextHop::Composite(vec![tunnel(HOST_B, 19, 3), tunnel(HOST_A, 20, 3)]), VN_SVC);
+    pair_between(HOST_A, HOST_B, encapsulation)
+}
+
+/// The same two vrouters on hosts with other underlay addresses (as a fabric numbers them).
+pub fn pair_between(host_a: Ipv4Addr, host_b: Ipv4Addr, encapsulation: Encapsulation) -> (Vrouter, Vrouter) {
+    let vip_route = route(NextHop::Composite(vec![tunnel(host_b, 19, 3), tunnel(host_a, 20, 3)]), VN_SVC);
     let mut a = Vrouter::new(VrouterConfig {
         encapsulation,
         host_mac: [2, 0, 0, 0, 1, 1],
-        ..VrouterConfig::new(HOST_A)
+        ..VrouterConfig::new(host_a)
     });
     let mut b = Vrouter::new(VrouterConfig {
         encapsulation,
         host_mac: [2, 0, 0, 0, 1, 2],
-        ..VrouterConfig::new(HOST_B)
+        ..VrouterConfig::new(host_b)
     });
     let commands_a = vec![
         Command::AddVrf { vrf: VRF_BPS, vn: VN_BPS, vni: 1, acl: bps_policy() },
@@ -144,7 +149,7 @@ pub fn pair(encapsulation: Encapsulation) -> (Vrouter, Vrouter) {
         Command::SetRoute {
             vrf: VRF_FE,
             prefix: "10.0.0.20/32".parse().unwrap(),
-            route: route(tunnel(HOST_B, 17, 2), VN_FE),
+            route: route(tunnel(host_b, 17, 2), VN_FE),
         },
         Command::SetRoute { vrf: VRF_SVC, prefix: "10.96.0.2/32".parse().unwrap(), route: vip_route.clone() },
         Command::SetRoute {
@@ -177,13 +182,13 @@ pub fn pair(encapsulation: Encapsulation) -> (Vrouter, Vrouter) {
         Command::SetRoute {
             vrf: VRF_FE,
             prefix: "10.0.0.21/32".parse().unwrap(),
-            route: route(tunnel(HOST_A, 18, 2), VN_FE),
+            route: route(tunnel(host_a, 18, 2), VN_FE),
         },
         Command::SetRoute { vrf: VRF_SVC, prefix: "10.96.0.2/32".parse().unwrap(), route: vip_route },
         Command::SetRoute {
             vrf: VRF_SVC,
             prefix: "10.0.0.10/32".parse().unwrap(),
-            route: route(tunnel(HOST_A, 16, 1), VN_BPS),
+            route: route(tunnel(host_a, 16, 1), VN_BPS),
         },
     ];
     for command in commands_a {
