@@ -86,7 +86,8 @@ impl<E> EventQueue<E> {
     /// ([`EventQueue::requeue`]) or take it out ([`EventQueue::release`]). A frame crossing
     /// the fabric is one event from hop to hop, rescheduled without being moved.
     ///
-    /// Every popped slot must be requeued or released before the next pop or push.
+    /// A popped slot is neither scheduled nor free until it is requeued or released: one left
+    /// as it is holds its event until the queue is dropped.
     pub fn pop_slot(&mut self) -> Option<(SimTime, Slot)> {
         let key = self.heap.pop()?;
         let slot = (key as u64 & ((1 << SLOT_BITS) - 1)) as u32;

@@ -1498,7 +1498,6 @@ impl Simulation<'_> {
     }
 }
 
-/// Keeps a copy of `frame` in `capture`, or counts it if the capture is full.
 /// A frame reaches the end of its link at `now`: captures of the link record it, and the
 /// trace hash takes the arrival in.
 fn note_arrival(captures: &mut [(Tap, Capture)], trace: &mut TraceHash, now: SimTime, transmit: &Transmit) {
@@ -1537,6 +1536,7 @@ fn note_departure(
     }
 }
 
+/// Keeps a copy of `frame` in `capture`, or counts it if the capture is full.
 fn record_frame(capture: &mut Capture, now: SimTime, frame: &[u8]) {
     if capture.frames.len() < CAPTURE_FRAMES_MAX {
         capture.frames.push((now, frame.to_vec()));

@@ -7,6 +7,7 @@
 //!   the far end of a link. Each returns exactly one [`Forward`]: transmit on a link (with the
 //!   exact arrival time, after queueing, serialization and propagation), deliver to a host, or
 //!   drop with a [`DropReason`]. One frame in, one fate out: no frame is ever lost silently.
+//!   [`Fabric::forward`] is `arrive` in place, for callers that keep a frame where it waits.
 //! - [`Fabric::fail`] / [`Fabric::recover`] — an element changes state now; routing learns of it
 //!   `detection_delay` later (BFD-like). In between, frames sent into the dead element are lost.
 //! - [`Fabric::poll_timeout`] says when routing next needs to act; the caller calls
