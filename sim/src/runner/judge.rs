@@ -240,6 +240,54 @@ impl Member {
     const UNSEEN: Member = Member { link: u32::MAX, epoch: 0, tuple: 0 };
 }
 
+/// Each flow direction's [`Member`] at each node it left, kept by flow direction: a packet's
+/// hops then touch one record, not one per node (a record per node and flow direction was a
+/// cache miss at every hop, a twentieth of a run). A path has four nodes; every reroute of a
+/// run together adds at most a handful, and past [`FlowNodes::INLINE`] they spill to a map.
+#[derive(Debug, Default)]
+struct HopRecords {
+    /// By flow direction (`2 * flow + reply`).
+    inline: Vec<FlowNodes>,
+    /// (flow direction, node) past the inline ones.
+    spilled: BTreeMap<(usize, u32), Member>,
+}
+
+/// The nodes a flow direction left, in the order it first did, and its member at each.
+#[derive(Clone, Copy, Debug)]
+struct FlowNodes {
+    /// [`FlowNodes::EMPTY`] past the last.
+    nodes: [u32; FlowNodes::INLINE],
+    members: [Member; FlowNodes::INLINE],
+}
+
+impl FlowNodes {
+    /// Nodes kept inline: host, a leaf of its pair, a spine, a leaf of the far pair, and the
+    /// other members that reroutes bring.
+    const INLINE: usize = 8;
+    /// An unused node slot.
+    const EMPTY: u32 = u32::MAX;
+    const NONE: FlowNodes =
+        FlowNodes { nodes: [Self::EMPTY; Self::INLINE], members: [Member::UNSEEN; Self::INLINE] };
+}
+
+impl HopRecords {
+    /// The record of flow direction `index` at `node` ([`Member::UNSEEN`] if it never left it).
+    fn member_mut(&mut self, index: usize, node: u32) -> &mut Member {
+        if self.inline.len() <= index {
+            self.inline.resize(index + 1, FlowNodes::NONE);
+        }
+        let HopRecords { inline, spilled } = self;
+        let flow = &mut inline[index];
+        match flow.nodes.iter().position(|&n| n == node || n == FlowNodes::EMPTY) {
+            Some(slot) => {
+                flow.nodes[slot] = node;
+                &mut flow.members[slot]
+            }
+            None => spilled.entry((index, node)).or_insert(Member::UNSEEN),
+        }
+    }
+}
+
 /// A 16-bit fingerprint of a frame's 5-tuple.
 fn fingerprint(frame: &[u8]) -> u16 {
     FiveTuple::from_ethernet(frame).map_or(0, |t| (t.hash(0) >> 48) as u16)
@@ -310,9 +358,9 @@ pub(super) struct Judge {
     members: BTreeMap<u32, Vec<PodId>>,
     /// Changes of a service's backends.
     service_changes: Vec<ServiceChange>,
-    /// Per node, per flow direction (indexed as `2 * flow + reply`), the member it last took;
+    /// Per flow direction (indexed as `2 * flow + reply`) and node, the member it last took;
     /// and flows per member of each (node, group size), counted at their first packet.
-    underlay_members: Vec<Vec<Member>>,
+    underlay_members: HopRecords,
     underlay: BTreeMap<(u32, u16), Vec<u64>>,
     /// The routing of each epoch: the initial one, then one per time routing acted on changes.
     routing: Vec<Epoch>,
@@ -689,16 +737,12 @@ impl Judge {
         let (members, chosen) = (transmit.ecmp.members, transmit.ecmp.chosen);
         let index = 2 * (flow & !crate::traffic::REPLY_BIT) as usize
             + usize::from(flow & crate::traffic::REPLY_BIT != 0);
-        if self.underlay_members.len() <= node {
-            self.underlay_members.resize(node + 1, Vec::new());
-        }
-        let states = &mut self.underlay_members[node];
-        if states.len() <= index {
-            states.resize(index + 1, Member::UNSEEN);
-        }
         // At most ROUTING_EPOCHS_MAX epochs: an index fits 16 bits.
         let epoch = self.routing.len().saturating_sub(1) as u16;
-        let last = std::mem::replace(&mut states[index], Member { link: transmit.link.0, epoch, tuple });
+        let last = std::mem::replace(
+            self.underlay_members.member_mut(index, node as u32),
+            Member { link: transmit.link.0, epoch, tuple },
+        );
         if last.link == Member::UNSEEN.link {
             if members >= 2 {
                 let counts = self
@@ -1092,5 +1136,36 @@ mod tests {
             assert_eq!(p < 1e-6, polarized, "p = {p}, V = {v}, {table:?}");
             assert_eq!(v > 0.9, polarized, "p = {p}, V = {v}, {table:?}");
         }
+    }
+
+    #[test]
+    fn hop_records_keep_every_node_of_a_flow_past_the_inline_ones() {
+        let mut records = HopRecords::default();
+        let nodes = (0..FlowNodes::INLINE as u32 + 3).map(|n| 100 + 7 * n).collect::<Vec<_>>();
+        for (flow, direction) in [(3, 0), (3, 1), (40, 0)] {
+            let index = 2 * flow + direction;
+            for &node in &nodes {
+                let record = records.member_mut(index, node);
+                assert_eq!(record.link, Member::UNSEEN.link, "flow {index} at {node} is new");
+                *record = Member { link: node + index as u32, epoch: 1, tuple: node as u16 };
+            }
+        }
+        for (flow, direction) in [(3, 0), (3, 1), (40, 0)] {
+            let index = 2 * flow + direction;
+            for &node in nodes.iter().rev() {
+                let record = *records.member_mut(index, node);
+                assert_eq!(
+                    (record.link, record.tuple),
+                    (node + index as u32, node as u16),
+                    "flow {index} at {node}"
+                );
+            }
+        }
+        assert_eq!(records.spilled.len(), 3 * 3, "three nodes past the inline ones, for each of three flows");
+        assert_eq!(
+            records.member_mut(5, 100).link,
+            Member::UNSEEN.link,
+            "another flow at a known node is new"
+        );
     }
 }
