@@ -244,6 +244,9 @@ pub struct LinkCounters {
 
 #[derive(Clone, Debug)]
 struct LinkState {
+    /// Whether the link attaches a host (its class: the host link's configuration, else the
+    /// fabric link's), kept here because every hop reads the state anyway.
+    host_link: bool,
     up: bool,
     routed_up: bool,
     generation: u32,
@@ -305,16 +308,16 @@ impl Fabric {
                 EcmpSeeding::Uniform => mix64(config.seed),
             })
             .collect();
-        let links = vec![
-            LinkState {
+        let links = (0..topology.link_count() as u32)
+            .map(|link| LinkState {
+                host_link: topology.kind(topology.link_ends(LinkId(link))[0].0) == NodeKind::Host,
                 up: true,
                 routed_up: true,
                 generation: 0,
                 busy_until: [SimTime::ZERO; 2],
                 counters: [LinkCounters::default(); 2],
-            };
-            topology.link_count()
-        ];
+            })
+            .collect();
         let mut fabric = Fabric {
             node_up: vec![true; nodes],
             node_routed_up: vec![true; nodes],
@@ -510,13 +513,15 @@ impl Fabric {
         destination: NodeId,
     ) -> Hop {
         let port = self.topology.ports(node)[usize::from(port_index)];
-        let config = self.topology.link_config(port.link);
+        let state = &mut self.links[port.link.0 as usize];
+        let fabric_config = self.topology.config();
+        let config = if state.host_link { &fabric_config.host_link } else { &fabric_config.fabric_link };
+        debug_assert_eq!(config, self.topology.link_config(port.link));
         let frame = &mut transmit.frame;
         let ip_len = frame.len().saturating_sub(ETHERNET_HEADER_LEN) as u64;
         if ip_len > u64::from(config.mtu_bytes) {
             return Hop::Drop { reason: DropReason::MtuExceeded, node };
         }
-        let state = &mut self.links[port.link.0 as usize];
         if !state.up {
             return Hop::Drop { reason: DropReason::LinkDown, node };
         }
