@@ -1005,7 +1005,7 @@ impl Simulation<'_> {
     }
 
     fn pod_deleted(&self, interface: InterfaceId) -> bool {
-        self.overlay.as_ref().is_some_and(|o| o.cluster.pod(PodId(interface.0)).deleted)
+        self.overlay.as_ref().is_some_and(|o| o.cluster.is_deleted(PodId(interface.0)))
     }
 
     /// Applies a change to the cluster: the network manager re-plans, and each host whose

@@ -134,6 +134,9 @@ pub struct Cluster {
     config: ClusterConfig,
     namespaces: BTreeMap<String, Namespace>,
     pods: Vec<PodState>,
+    /// Each pod's `deleted`, densely: the simulator asks it of every packet a pod sends or
+    /// receives, and a pod's state is larger than a cache line.
+    pods_deleted: Vec<bool>,
     pods_by_ip: BTreeMap<Ipv4Addr, PodId>,
     pods_by_key: BTreeMap<(String, String), PodId>,
     /// Live pods by (namespace, label key, label value): the endpoints controller's index, so
@@ -160,6 +163,7 @@ impl Cluster {
         let mut cluster = Cluster {
             namespaces: BTreeMap::new(),
             pods: Vec::new(),
+            pods_deleted: Vec::new(),
             pods_by_ip: BTreeMap::new(),
             pods_by_key: BTreeMap::new(),
             pods_by_label: BTreeMap::new(),
@@ -303,6 +307,7 @@ impl Cluster {
             self.pods_by_owner.entry((pod.namespace.clone(), owner.clone())).or_default().insert(id);
         }
         self.pods.push(PodState { pod, host, ip, borrowed_ip, deleted: false });
+        self.pods_deleted.push(false);
         self.pods_by_ip.insert(ip, id);
         self.pods_by_key.insert(key, id);
         Ok(id)
@@ -324,6 +329,7 @@ impl Cluster {
             return Err(format!("pod {} is already deleted", state.key()));
         }
         state.deleted = true;
+        self.pods_deleted[id.0 as usize] = true;
         let state = &self.pods[id.0 as usize];
         let (host, ip, namespace) = (state.host, state.ip, &state.pod.namespace);
         self.scheduler.remove(host);
@@ -581,6 +587,13 @@ impl Cluster {
         &self.pods[id.0 as usize]
     }
 
+    /// Whether a pod has been deleted (as its state says), without reading its state.
+    pub fn is_deleted(&self, id: PodId) -> bool {
+        let deleted = self.pods_deleted[id.0 as usize];
+        debug_assert_eq!(deleted, self.pods[id.0 as usize].deleted);
+        deleted
+    }
+
     /// A pod by namespace and name.
     pub fn pod_by_name(&self, namespace: &str, name: &str) -> Option<PodId> {
         self.pods_by_key.get(&(namespace.to_string(), name.to_string())).copied()
@@ -699,6 +712,18 @@ status: {podIP: 10.0.9.9}
         let hosts: Vec<u32> = cluster.pods()[1..].iter().map(|p| p.host).collect();
         assert_eq!(hosts, [0, 37, 74]);
         assert_eq!(cluster.namespaces()["default"].labels[crate::k8s::NAMESPACE_NAME_LABEL], "default");
+    }
+
+    #[test]
+    fn a_deleted_pod_reads_as_deleted_and_only_it() {
+        let (objects, _) = manifest::parse("petstore.yaml", PETSTORE).expect("valid");
+        let mut cluster = Cluster::build(ClusterConfig::default(), objects).expect("builds");
+        let frontend = cluster.pod_by_name("default", "frontend-1").expect("a replica");
+        cluster.delete_pod(frontend).expect("a live pod");
+        let deleted: Vec<bool> = (0..4).map(|id| cluster.is_deleted(PodId(id))).collect();
+        assert_eq!(deleted, [false, false, true, false]);
+        assert!(cluster.pod(frontend).deleted);
+        assert!(cluster.delete_pod(frontend).is_err(), "deleted twice");
     }
 
     #[test]
