@@ -64,9 +64,20 @@ pub fn finish(sum: u16) -> u16 {
 /// RFC 1624 eqn. 3: the new checksum field after one 16-bit word of the covered data changed
 /// from `old_word` to `new_word`.
 pub fn update(checksum: u16, old_word: u16, new_word: u16) -> u16 {
-    // HC' = ~(~HC + ~m + m')
-    let acc = u64::from(!checksum) + u64::from(!old_word) + u64::from(new_word);
-    !fold(acc)
+    update_by(checksum, delta(old_word, new_word))
+}
+
+/// What changing a 16-bit word from `old_word` to `new_word` adds to a ones'-complement sum
+/// (`~m + m'`). Deltas of several changed words add up, for [`update_by`].
+pub fn delta(old_word: u16, new_word: u16) -> u64 {
+    u64::from(!old_word) + u64::from(new_word)
+}
+
+/// RFC 1624 eqn. 3 for any number of changed words at once, `delta` being the sum of their
+/// [`delta`]s: HC' = ~(~HC + delta). Folding once gives what updating word by word gives (a
+/// nonzero sum folds to the same value however it is split).
+pub fn update_by(checksum: u16, delta: u64) -> u16 {
+    !fold(u64::from(!checksum) + delta)
 }
 
 #[cfg(test)]

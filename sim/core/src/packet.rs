@@ -47,6 +47,16 @@ impl FiveTuple {
         if header_len < 20 || packet.len() < header_len {
             return None;
         }
+        Some(FiveTuple::from_checked_ipv4(packet, header_len))
+    }
+
+    /// Reads the tuple of an IPv4 packet whose header (`header_len` bytes, at least 20) the
+    /// caller has checked: what [`FiveTuple::from_ipv4`] reads, without checking again.
+    ///
+    /// # Panics
+    ///
+    /// If `packet` is shorter than `header_len` or 20 bytes.
+    pub fn from_checked_ipv4(packet: &[u8], header_len: usize) -> FiveTuple {
         let protocol = packet[9];
         let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
         let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
@@ -58,7 +68,7 @@ impl FiveTuple {
             }
             _ => (0, 0),
         };
-        Some(FiveTuple { src, dst, protocol, src_port, dst_port })
+        FiveTuple { src, dst, protocol, src_port, dst_port }
     }
 
     /// Reads the tuple of the IPv4 packet inside an Ethernet II frame.

@@ -1,7 +1,5 @@
 //! IPv4 helpers the data planes share: header checks, TTL, Ethernet framing, outer headers.
 
-use std::net::Ipv4Addr;
-
 use netsim_core::FiveTuple;
 use netsim_core::checksum;
 use netsim_core::packet::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, IP_PROTO_TCP, IP_PROTO_UDP, ethertype};
@@ -58,26 +56,11 @@ pub(crate) fn check_ipv4(frame: &[u8], at: usize) -> Result<Inner, DropReason> {
     // The header is whole and its total length within the frame: read the tuple in place.
     let ip = &frame[at..];
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let protocol = ip[9];
     let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
-    // Fragments after the first carry no ports: they get zero ports, as routers hash them.
-    let (src_port, dst_port) = if matches!(protocol, IP_PROTO_TCP | IP_PROTO_UDP) && fragment_offset == 0 {
-        if total < header_len + 4 {
-            return Err(DropReason::Malformed);
-        }
-        let ports = &ip[header_len..header_len + 4];
-        (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]]))
-    } else {
-        (0, 0)
-    };
-    let tuple = FiveTuple {
-        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
-        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
-        protocol,
-        src_port,
-        dst_port,
-    };
-    debug_assert_eq!(FiveTuple::from_ipv4(&ip[..total]), Some(tuple));
+    if matches!(ip[9], IP_PROTO_TCP | IP_PROTO_UDP) && fragment_offset == 0 && total < header_len + 4 {
+        return Err(DropReason::Malformed);
+    }
+    let tuple = FiveTuple::from_checked_ipv4(&ip[..total], header_len);
     Ok(Inner { at, tuple })
 }
 

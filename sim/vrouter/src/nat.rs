@@ -25,14 +25,11 @@ pub fn rewrite(packet: &mut [u8], end: End, address: Ipv4Addr, port: u16) {
     let old_address =
         [packet[address_at], packet[address_at + 1], packet[address_at + 2], packet[address_at + 3]];
     let new_address = address.octets();
-    // RFC 1624 eqn. 3 for all changed words at once: HC' = ~(~HC + sum of (~m + m')). Folding
-    // once gives what updating word by word gives (a nonzero sum folds to the same value
-    // however it is split).
+    // Both checksums are updated once for all changed words (RFC 1624 eqn. 3).
     let [o0, o1, o2, o3] = old_address;
     let [n0, n1, n2, n3] = new_address;
     let address_delta = word_delta([o0, o1], [n0, n1]) + word_delta([o2, o3], [n2, n3]);
-    let ip_checksum = u16::from_be_bytes([packet[10], packet[11]]);
-    let ip_checksum = !checksum::fold(u64::from(!ip_checksum) + address_delta);
+    let ip_checksum = checksum::update_by(u16::from_be_bytes([packet[10], packet[11]]), address_delta);
     packet[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
     packet[address_at..address_at + 4].copy_from_slice(&new_address);
 
@@ -50,16 +47,16 @@ pub fn rewrite(packet: &mut [u8], end: End, address: Ipv4Addr, port: u16) {
         return;
     }
     let delta = address_delta + word_delta(old_port, port.to_be_bytes());
-    let mut l4 = !checksum::fold(u64::from(!l4) + delta);
+    let mut l4 = checksum::update_by(l4, delta);
     if protocol == IP_PROTO_UDP && l4 == 0 {
         l4 = 0xffff;
     }
     packet[checksum_at..checksum_at + 2].copy_from_slice(&l4.to_be_bytes());
 }
 
-/// What changing a 16-bit word from `old` to `new` adds to a ones'-complement sum: ~old + new.
+/// [`checksum::delta`] of a word given as its two bytes.
 fn word_delta(old: [u8; 2], new: [u8; 2]) -> u64 {
-    u64::from(!u16::from_be_bytes(old)) + u64::from(u16::from_be_bytes(new))
+    checksum::delta(u16::from_be_bytes(old), u16::from_be_bytes(new))
 }
 
 #[cfg(test)]
